@@ -21,6 +21,7 @@
           ├── PoolTimeout             no session became free within ``wait_timeout``
           ├── ClientClosed            the client (or pool) was closed
           ├── ProtocolError           the server sent something that is not a valid reply
+          ├── WebServiceError         graphd's HTTP web service failed or answered an error
           └── OutcomeUnknown          the request was sent but no reply arrived: it may have run
                └── RequestTimeout     ... because ``request_timeout`` passed
 
@@ -55,6 +56,7 @@ __all__ = [
     "StatementEmpty",
     "StatementSyntaxError",
     "TooManyConnections",
+    "WebServiceError",
     "error_code_name",
     "lookup",
 ]
@@ -259,3 +261,17 @@ class OutcomeUnknown(DriverError):
 
 class RequestTimeout(OutcomeUnknown):
     """No reply within ``request_timeout``; the statement may still be running on graphd."""
+
+
+class WebServiceError(DriverError):
+    """graphd's HTTP web service (``/status``, ``/stats``, ``/flags``) failed or answered an error.
+
+    :param status: the HTTP status, or ``None`` when no response arrived.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, host: str | None = None) -> None:
+        super().__init__(message, host=host)
+        self.status = status
+
+    def _context(self) -> dict[str, Any]:
+        return {"host": self.host, "status": self.status}
