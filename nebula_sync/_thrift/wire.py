@@ -121,7 +121,7 @@ class FrameInfo:
     transforms: tuple[int, ...] = ()
 
 
-def _varint(buf: bytes, pos: int, end: int) -> tuple[int, int]:
+def _varint(buf: bytes | bytearray, pos: int, end: int) -> tuple[int, int]:
     result = shift = 0
     while True:
         if pos >= end:
@@ -136,35 +136,36 @@ def _varint(buf: bytes, pos: int, end: int) -> tuple[int, int]:
             raise ProtocolError("THeader varint is too long")
 
 
-def parse_frame(frame: bytes) -> FrameInfo:
-    """Read the header of one frame (``frame`` excludes the 4-byte length prefix).
+def parse_frame(frame: bytes | bytearray, pos: int = 0) -> FrameInfo:
+    """Read the header of the frame starting at ``pos`` (just after its 4-byte length prefix).
 
     Recognises THeader (magic ``0x0FFF``) and framed messages (binary ``0x8001``, compact
-    ``0x82``). Raises :class:`ProtocolError` for anything else.
+    ``0x82``). ``FrameInfo.offset`` is the absolute position of the message in ``frame``.
+    Raises :class:`ProtocolError` for anything else.
     """
-    size = len(frame)
-    if size >= 10 and frame[0] == 0x0F and frame[1] == 0xFF:
-        _magic, flags, seqid, words = _unpack_header(frame, 0)
-        end = 10 + words * 4
-        if end > size:
+    size = len(frame) - pos
+    if size >= 10 and frame[pos] == 0x0F and frame[pos + 1] == 0xFF:
+        _magic, flags, seqid, words = _unpack_header(frame, pos)
+        end = pos + 10 + words * 4
+        if words * 4 > size - 10:
             raise ProtocolError(f"THeader header length {words * 4} exceeds the frame ({size} bytes)")
-        proto_id, pos = _varint(frame, 10, end)
-        count, pos = _varint(frame, pos, end)
+        proto_id, at = _varint(frame, pos + 10, end)
+        count, at = _varint(frame, at, end)
         transforms = []
         for _ in range(count):
-            tid, pos = _varint(frame, pos, end)
+            tid, at = _varint(frame, at, end)
             transforms.append(tid)
         # Info headers (if any) sit between here and ``end``; nothing we need is in them.
         return FrameInfo(Framing.THEADER, proto_id, end, seqid, flags, tuple(transforms))
-    if size >= 2 and frame[0] == 0x80 and frame[1] == 0x01:
-        return FrameInfo(Framing.FRAMED, PROTO_BINARY, 0)
-    if size >= 2 and frame[0] == 0x82:
-        return FrameInfo(Framing.FRAMED, PROTO_COMPACT, 0)
-    head = bytes(frame[:4]).hex()
+    if size >= 2 and frame[pos] == 0x80 and frame[pos + 1] == 0x01:
+        return FrameInfo(Framing.FRAMED, PROTO_BINARY, pos)
+    if size >= 2 and frame[pos] == 0x82:
+        return FrameInfo(Framing.FRAMED, PROTO_COMPACT, pos)
+    head = bytes(frame[pos : pos + 4]).hex()
     raise ProtocolError(f"unrecognised frame (first bytes {head!r}): not THeader or framed thrift")
 
 
-def parse_message_header(buf: bytes, pos: int) -> tuple[str, int, int, int]:
+def parse_message_header(buf: bytes | bytearray, pos: int) -> tuple[str, int, int, int]:
     """Parse a strict binary envelope at ``pos``: ``(name, message type, seqid, body offset)``."""
     try:
         (version,) = _unpack_u32(buf, pos)
@@ -202,7 +203,7 @@ class _Source:
         raise EOFError("message ends inside a struct")
 
 
-def decode_struct(buf: bytes, pos: int, spec: list[Any], limits: Limits = DEFAULT_LIMITS) -> Any:
+def decode_struct(buf: bytes | bytearray, pos: int, spec: list[Any], limits: Limits = DEFAULT_LIMITS) -> Any:
     """Decode one binary-protocol struct at ``pos`` with the C decoder. ``spec`` is ``[cls, spec]``.
 
     Any failure (truncation, limits, a malformed value) raises :class:`ProtocolError`.
@@ -246,7 +247,7 @@ def encode_struct(obj: Any, spec: list[Any]) -> bytes:
     return bytes(trans.getvalue())  # pragma: no cover
 
 
-def decode_application_exception(buf: bytes, pos: int) -> TApplicationException:
+def decode_application_exception(buf: bytes | bytearray, pos: int) -> TApplicationException:
     """Decode a ``TApplicationException`` body (field 1 message, field 2 type)."""
     from thrift.protocol.TBinaryProtocol import TBinaryProtocol
     from thrift.transport.TTransport import TMemoryBuffer

@@ -1,0 +1,820 @@
+"""``NebulaClient``: the thread-safe facade over session pools, connection pools and failover."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import threading
+import time
+import warnings
+import weakref
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
+
+import attrs
+
+from nebula_sync import _params
+from nebula_sync._connection import Connection
+from nebula_sync._pool import ConnectionPool, HostEntry, HostState, Lease, ServerSession, SessionBroker
+from nebula_sync._thrift import ttypes
+from nebula_sync.config import (
+    ConnectionConfig,
+    HostAddress,
+    HostsSpec,
+    SessionConfig,
+    SessionPoolConfig,
+    parse_hosts,
+)
+from nebula_sync.errors import (
+    AuthenticationError,
+    ClientClosed,
+    ConnectionFailed,
+    IncompatibleServer,
+    NebulaError,
+    NoHostAvailable,
+    OutcomeUnknown,
+    error_code_name,
+    lookup,
+)
+
+if TYPE_CHECKING:
+    from nebula_sync._result import ResultSet
+
+__all__ = ["ClientStats", "HostStats", "NebulaClient", "Session"]
+
+log = logging.getLogger("nebula_sync.client")
+
+_SESSION_INVALID = (-1002, -1003)
+_DEFAULT: Any = object()  # "not given" for per-call timeouts (None means "no limit")
+ConnectionFactory = Callable[[HostAddress, ConnectionConfig], Connection]
+Params = Optional[Mapping[str, Any]]
+
+
+def _min_deadline(a: float | None, b: float | None) -> float | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return min(a, b)
+
+
+def _left(deadline: float | None) -> bool:
+    return deadline is None or time.monotonic() < deadline
+
+
+@attrs.frozen
+class HostStats:
+    """One host's numbers at the moment :meth:`NebulaClient.stats` was called."""
+
+    host: str
+    state: str
+    connections_idle: int
+    connections_active: int
+    connection_waiters: int
+    sessions_idle: int
+    sessions_busy: int
+    session_waiters: int
+    retry_in: float
+    last_error: Optional[str]
+    statements: int
+    errors: int
+    sessions_created: int
+    sessions_signed_out: int
+    session_renewals: int
+    connections_opened: int
+    connections_discarded: int
+    connect_failures: int
+    pings: int
+
+
+@attrs.frozen
+class ClientStats:
+    """An immutable snapshot of the client's pools, per host."""
+
+    hosts: tuple[HostStats, ...]
+    closed: bool
+
+    @property
+    def sessions_busy(self) -> int:
+        return sum(h.sessions_busy for h in self.hosts)
+
+    @property
+    def sessions_idle(self) -> int:
+        return sum(h.sessions_idle for h in self.hosts)
+
+    @property
+    def connections_open(self) -> int:
+        return sum(h.connections_idle + h.connections_active for h in self.hosts)
+
+    def host(self, name: str) -> HostStats:
+        """The stats of host ``"h:p"``."""
+        for h in self.hosts:
+            if h.host == name:
+                return h
+        raise KeyError(name)
+
+
+class _Prepared:
+    """A statement ready to send: text for errors and logs, bytes and parameter map for the wire."""
+
+    __slots__ = ("params", "stmt", "text")
+
+    def __init__(self, text: str, params: dict[bytes, ttypes.Value] | None) -> None:
+        if not isinstance(text, str):
+            raise TypeError(f"statement must be a str, got {type(text).__name__}")
+        self.text = text
+        self.stmt = text.encode("utf-8")
+        self.params = params
+
+
+def _prepare(statement: str, params: Params) -> _Prepared:
+    if params is None:
+        return _Prepared(statement, None)
+    if not isinstance(params, Mapping):
+        raise TypeError(f"params must be a mapping of names to values, got {type(params).__name__}")
+    return _Prepared(statement, _params.to_parameter_map(params))
+
+
+def _prepare_py(statement: str, params: Params) -> _Prepared:
+    if not isinstance(statement, str):
+        raise TypeError(f"statement must be a str, got {type(statement).__name__}")
+    if not params:
+        return _prepare(_params.render_template(statement, {}), None)
+    if not isinstance(params, Mapping):
+        raise TypeError(f"params must be a mapping of names to values, got {type(params).__name__}")
+    rendered = _params.render_template(statement, params)
+    # ``$name`` references are server-side parameters; send those the statement mentions.
+    server = {k: v for k, v in params.items() if re.search(r"\$" + re.escape(k) + r"\b", rendered)}
+    return _Prepared(rendered, _params.to_parameter_map(server) if server else None)
+
+
+class NebulaClient:
+    """A thread-safe client for a NebulaGraph 3.x cluster: create one per process, share it.
+
+    Each call borrows a session from a per-host pool (round-robin over healthy hosts), runs the
+    statement on one connection, and gives the session back. At most ``hosts × size`` statements
+    run at once; a session never runs two at once.
+
+    :param hosts: ``"h:p"``, ``"h1:p1,h2:p2"``, ``["h:p", ...]``, ``[("h", p)]`` or ``"[::1]:9669"``.
+    :param username: graphd user.
+    :param password: its password (never logged or shown).
+    :param session_pool_config: sessions per host and how long to wait for one.
+    :param conn_config: timeouts, TLS, ping policy.
+    :param session_config: space and statements applied after every authentication.
+    :param min_healthy_hosts: construction fails unless this many hosts answer.
+    :param close_timeout: how long :meth:`close` waits for statements in flight.
+
+    :raises NoHostAvailable: fewer than ``min_healthy_hosts`` hosts could be reached.
+    :raises IncompatibleServer: graphd rejected the client version.
+    """
+
+    def __init__(
+        self,
+        hosts: HostsSpec,
+        username: str = "root",
+        password: Optional[str] = None,
+        *,
+        session_pool_config: Optional[SessionPoolConfig] = None,
+        conn_config: Optional[ConnectionConfig] = None,
+        session_config: Optional[SessionConfig] = None,
+        min_healthy_hosts: int = 1,
+        close_timeout: Optional[float] = 10.0,
+        connection_factory: Optional[ConnectionFactory] = None,
+    ) -> None:
+        self._closed = True  # until construction succeeds; __del__ must not warn before
+        if not isinstance(username, str) or not username:
+            raise ValueError("username must be a non-empty string")
+        if password is not None and not isinstance(password, str):
+            raise TypeError(f"password must be a str, got {type(password).__name__}")
+        for name, value, cls in (
+            ("session_pool_config", session_pool_config, SessionPoolConfig),
+            ("conn_config", conn_config, ConnectionConfig),
+            ("session_config", session_config, SessionConfig),
+        ):
+            if value is not None and not isinstance(value, cls):
+                raise TypeError(f"{name} must be a {cls.__name__}, got {type(value).__name__}")
+        self._addresses = parse_hosts(hosts)
+        if isinstance(min_healthy_hosts, bool) or not isinstance(min_healthy_hosts, int):
+            raise TypeError("min_healthy_hosts must be an int")
+        if not 1 <= min_healthy_hosts <= len(self._addresses):
+            raise ValueError(
+                f"min_healthy_hosts must be between 1 and the number of hosts "
+                f"({len(self._addresses)}), got {min_healthy_hosts}"
+            )
+        if close_timeout is not None and close_timeout < 0:
+            raise ValueError(f"close_timeout must be >= 0 or None, got {close_timeout}")
+        self._username = username
+        self._password = password or ""
+        self._pool_config = session_pool_config or SessionPoolConfig()
+        self._conn_config = conn_config or ConnectionConfig()
+        self._session_config = session_config or SessionConfig()
+        self._min_healthy = min_healthy_hosts
+        self._close_timeout = close_timeout
+        self._factory: ConnectionFactory = connection_factory or Connection
+        self._auth_lock = threading.Lock()
+        self._auth_failures = 0
+        self._auth_retry_at = 0.0
+        self._auth_error: AuthenticationError | None = None
+        self._close_lock = threading.Lock()
+        self._pid = os.getpid()
+        self._build()
+        self._closed = False
+        self._probe_hosts()
+        _register_fork_handler(self)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        hosts = ",".join(str(a) for a in self._addresses)
+        return f"<NebulaClient {state} user={self._username!r} hosts={hosts}>"
+
+    def _build(self) -> None:
+        cap = self._conn_config.max_connections_per_host or self._pool_config.size
+        entries = [
+            HostEntry(addr, ConnectionPool(addr, self._conn_config, cap, self._factory))
+            for addr in self._addresses
+        ]
+        self._broker = SessionBroker(entries, self._pool_config)
+        self._hosts = entries
+
+    def _probe_hosts(self) -> None:
+        """Connect to every host at once (bounded by connect_timeout); keep the connections warm."""
+        errors: dict[str, BaseException] = {}
+        incompatible: list[IncompatibleServer] = []
+
+        def probe(host: HostEntry) -> None:
+            conn = self._factory(host.address, self._conn_config)
+            try:
+                conn.open(None)
+            except IncompatibleServer as exc:
+                incompatible.append(exc)
+                errors[host.name] = exc
+                return
+            except NebulaError as exc:
+                errors[host.name] = exc
+                return
+            host.conn_pool.add_idle(conn)
+
+        threads = [threading.Thread(target=probe, args=(h,), daemon=True) for h in self._hosts]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for host in self._hosts:
+            if host.name in errors:
+                self._broker.mark_down(host, errors[host.name])
+        if incompatible:
+            self._shutdown(sign_out=False)
+            raise incompatible[0]
+        up = len(self._hosts) - len(errors)
+        if up < self._min_healthy:
+            self._shutdown(sign_out=False)
+            detail = "; ".join(f"{name}: {err}" for name, err in errors.items())
+            raise NoHostAvailable(
+                f"only {up} of {len(self._hosts)} graphd host(s) reachable, "
+                f"min_healthy_hosts={self._min_healthy}: {detail}"
+            )
+
+    # ---- public API --------------------------------------------------------------------------
+
+    def execute(
+        self,
+        statement: str,
+        params: Params = None,
+        *,
+        timeout: Optional[float] = _DEFAULT,
+        idempotent: bool = False,
+    ) -> ResultSet:
+        """Run one statement and return its result. Thread-safe.
+
+        :param statement: nGQL text; ``$name`` refers to ``params[name]`` (sent to the server).
+        :param params: server-side parameters.
+        :param timeout: reply timeout for this call (default: ``request_timeout``).
+        :param idempotent: the statement is safe to run twice, so the client may retry it after a
+            failure that left its outcome unknown.
+        :raises ServerError: graphd answered with an error code.
+        :raises OutcomeUnknown: the request was sent but no reply came (see :class:`RequestTimeout`).
+        :raises PoolTimeout: no session became free within ``wait_timeout``.
+        """
+        self._check()
+        prepared = _prepare(statement, params)
+        return self._run(prepared, timeout, idempotent)
+
+    def execute_py(
+        self,
+        statement: str,
+        params: Params = None,
+        *,
+        timeout: Optional[float] = _DEFAULT,
+        idempotent: bool = False,
+    ) -> ResultSet:
+        """Run a statement with ``{{name}}`` placeholders rendered as escaped nGQL literals.
+
+        ``$name`` references in the statement are sent as server-side parameters. A missing
+        placeholder name, or a value that can't be written as a literal, raises before anything is
+        sent. Placeholders inside string literals are left alone.
+        """
+        self._check()
+        prepared = _prepare_py(statement, params)
+        return self._run(prepared, timeout, idempotent)
+
+    def execute_json(
+        self,
+        statement: str,
+        params: Params = None,
+        *,
+        timeout: Optional[float] = _DEFAULT,
+        idempotent: bool = False,
+    ) -> Any:
+        """Run a statement with graphd's JSON interface; return the parsed JSON document.
+
+        :raises ServerError: the document reports an error code.
+        """
+        self._check()
+        prepared = _prepare(statement, params)
+        doc: Any = self._run(prepared, timeout, idempotent, as_json=True)
+        return doc
+
+    @contextmanager
+    def session(self, *, wait_timeout: Optional[float] = _DEFAULT) -> Iterator[Session]:
+        """Hold one session for a block of statements (e.g. ``USE`` then several queries).
+
+        The :class:`Session` is for the calling thread only. On exit its space is restored (or the
+        session is signed out) and it goes back to the pool.
+        """
+        self._check()
+        wait = self._pool_config.wait_timeout if wait_timeout is _DEFAULT else wait_timeout
+        lease = self._broker.borrow(None if wait is None else time.monotonic() + wait)
+        handle = Session(self, lease)
+        try:
+            yield handle
+        finally:
+            handle._finish()
+
+    def ping(self, timeout: Optional[float] = _DEFAULT) -> bool:
+        """Run ``RETURN 1`` through the normal path; ``True`` if it succeeded. Never raises."""
+        try:
+            rs = self.execute("RETURN 1", timeout=timeout, idempotent=True)
+            return bool(rs.rows() and rs.rows()[0][0] == 1)
+        except NebulaError as exc:
+            log.debug("ping failed: %s", exc)
+            return False
+
+    def stats(self) -> ClientStats:
+        """An immutable snapshot: per host, connections, sessions, waiters, state and counters."""
+        hosts = []
+        for snap, entry in zip(self._broker.snapshot(), self._hosts):
+            idle, active, waiting = entry.conn_pool.counts()
+            c = snap["counters"]
+            hosts.append(
+                HostStats(
+                    host=snap["host"],
+                    state=snap["state"],
+                    connections_idle=idle,
+                    connections_active=active,
+                    connection_waiters=waiting,
+                    sessions_idle=snap["sessions_idle"],
+                    sessions_busy=snap["sessions_busy"],
+                    session_waiters=snap["waiters"],
+                    retry_in=snap["retry_in"],
+                    last_error=snap["last_error"],
+                    statements=c.get("statements", 0),
+                    errors=c.get("errors", 0),
+                    sessions_created=c.get("sessions_created", 0),
+                    sessions_signed_out=c.get("sessions_signed_out", 0),
+                    session_renewals=c.get("session_renewals", 0),
+                    connections_opened=entry.conn_pool.opened,
+                    connections_discarded=entry.conn_pool.discarded,
+                    connect_failures=c.get("connect_failures", 0),
+                    pings=entry.conn_pool.pings,
+                )
+            )
+        return ClientStats(tuple(hosts), self._closed)
+
+    def close(self) -> None:
+        """Stop lending sessions, wait (up to ``close_timeout``) for statements in flight, sign out
+        every session and close every connection. Idempotent and thread-safe."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        if os.getpid() != self._pid:
+            # A forked child that never used the client: drop inherited sockets, sign nothing out.
+            self._after_fork()
+        self._shutdown(sign_out=True)
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    def __enter__(self) -> NebulaClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        # No network I/O here: only a warning. Sockets are released by their own finalizers.
+        if not getattr(self, "_closed", True):
+            warnings.warn(
+                f"unclosed {self!r}: call close() or use 'with NebulaClient(...)'; its sessions stay "
+                "open on graphd until they expire",
+                ResourceWarning,
+                stacklevel=2,
+                source=self,
+            )
+
+    # ---- internals ---------------------------------------------------------------------------
+
+    def _check(self) -> None:
+        if self._closed:
+            raise ClientClosed("the client is closed")
+        if os.getpid() != self._pid:
+            self._after_fork()
+
+    def _after_fork(self) -> None:
+        """Reset pools in a forked child: drop inherited sockets, never sign out the parent's sessions."""
+        with _FORK_LOCK:
+            if os.getpid() == self._pid:
+                return
+            self._auth_lock = threading.Lock()
+            self._close_lock = threading.Lock()
+            self._broker.drop_after_fork()
+            for host in self._hosts:
+                host.state = HostState.UP
+                host.failures = 0
+                host.retry_at = 0.0
+            # Assigned last: other threads compare it without the lock.
+            self._pid = os.getpid()
+
+    def _shutdown(self, *, sign_out: bool) -> None:
+        idle = self._broker.close(self._close_timeout)
+        if sign_out:
+            for host, session in idle:
+                self._signout(host, session, None)
+        abort = self._broker.busy_count() > 0
+        for host in self._hosts:
+            # Statements still running past close_timeout are cut off: their callers get
+            # OutcomeUnknown (shutdown() wakes a thread blocked reading).
+            host.conn_pool.close(abort_active=abort)
+
+    def _run(self, prepared: _Prepared, timeout: Optional[float], idempotent: bool,
+             as_json: bool = False) -> Any:  # fmt: skip
+        cfg = self._conn_config
+        req_timeout = cfg.request_timeout if timeout is _DEFAULT else timeout
+        if req_timeout is not None and (isinstance(req_timeout, bool) or req_timeout <= 0):
+            raise ValueError(f"timeout must be > 0 seconds or None, got {req_timeout!r}")
+        wait_timeout = self._pool_config.wait_timeout
+        start = time.monotonic()
+        wait_deadline = None if wait_timeout is None else start + wait_timeout
+        # One bound for the whole operation (borrow, connect, authenticate, retries, reply), so a
+        # caller never waits longer than wait_timeout + request_timeout.
+        overall = None if wait_deadline is None or req_timeout is None else wait_deadline + req_timeout
+        attempts = 0
+        max_attempts = len(self._hosts) + 1
+        while True:
+            attempts += 1
+            lease = self._broker.borrow(_min_deadline(wait_deadline, overall))
+            try:
+                resp, session = self._attempt(lease, prepared, req_timeout, overall, as_json,
+                                              restore_space=True)  # fmt: skip
+            except ConnectionFailed as exc:
+                if attempts < max_attempts and _left(overall) and self._any_host_usable():
+                    log.debug("retrying on another host after: %s", exc)
+                    continue
+                raise
+            except OutcomeUnknown as exc:
+                if idempotent and attempts < max_attempts and _left(overall):
+                    log.debug("retrying idempotent statement after: %s", exc)
+                    continue
+                raise
+            return self._result(resp, prepared, lease.host, session, start, as_json)
+
+    def _any_host_usable(self) -> bool:
+        now = time.monotonic()
+        return any(h.state == HostState.UP or now >= h.retry_at for h in self._hosts)
+
+    def _result(self, resp: Any, prepared: _Prepared, host: HostEntry, session: ServerSession | None,
+                start: float, as_json: bool) -> Any:  # fmt: skip
+        if as_json:
+            return resp
+        from nebula_sync._result import ResultSet
+
+        elapsed_us = int((time.monotonic() - start) * 1_000_000)
+        return ResultSet.from_response(
+            resp,
+            statement=prepared.text,
+            host=host.name,
+            elapsed_us=elapsed_us,
+            timezone_offset=session.timezone_offset if session is not None else 0,
+        )
+
+    def _attempt(
+        self,
+        lease: Lease,
+        prepared: _Prepared,
+        req_timeout: Optional[float],
+        overall: Optional[float],
+        as_json: bool,
+        *,
+        restore_space: bool,
+        release: bool = True,
+    ) -> tuple[Any, ServerSession | None]:
+        """Run one statement on the lease's host. Gives the lease back unless ``release`` is off."""
+        host = lease.host
+        statements = errors = 0
+        try:
+            try:
+                conn = host.conn_pool.acquire(overall)
+            except ConnectionFailed as exc:
+                if not isinstance(exc, IncompatibleServer):
+                    self._broker.mark_down(host, exc)
+                raise
+            if lease.probe:
+                self._broker.mark_up(host)
+            try:
+                session = lease.session
+                limit = self._pool_config.max_idle_time
+                if session is not None and limit is not None and time.monotonic() - session.last_used > limit:
+                    lease.session = None
+                    self._signout(host, session, conn)
+                    session = None
+                if session is None:
+                    session = lease.session = self._authenticate(host, conn, overall)
+                statements += 1
+                resp, code = self._send(conn, session, prepared, req_timeout, overall, as_json)
+                if code in _SESSION_INVALID:
+                    # graphd rejected the statement before running it: renew the session, retry once.
+                    self._broker.count(host, "session_renewals")
+                    lease.session = None
+                    session = lease.session = self._authenticate(host, conn, overall)
+                    resp, code = self._send(conn, session, prepared, req_timeout, overall, as_json)
+                if code != 0:
+                    errors += 1
+                    raise self._server_error(resp, code, prepared, host, as_json)
+                if restore_space:
+                    self._restore_space(host, lease, conn, overall)
+                return resp, session
+            finally:
+                host.conn_pool.release(conn)
+        finally:
+            if release:
+                leftover = self._broker.release(lease, lease.session, statements=statements, errors=errors)
+                if leftover is not None:
+                    self._signout(host, leftover, None)
+
+    def _send(
+        self,
+        conn: Connection,
+        session: ServerSession,
+        prepared: _Prepared,
+        req_timeout: Optional[float],
+        overall: Optional[float],
+        as_json: bool,
+    ) -> tuple[Any, int]:
+        deadline = None if req_timeout is None else time.monotonic() + req_timeout
+        deadline = _min_deadline(deadline, overall) if req_timeout is not None else deadline
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("[%s] session %d: %.200s", conn.host, session.id, prepared.text)
+        session.last_used = time.monotonic()
+        if as_json:
+            raw = conn.execute_json(session.id, prepared.stmt, prepared.params, deadline)
+            try:
+                doc = json.loads(raw)
+                code = int(doc["errors"][0]["code"])
+                results = doc.get("results") or [{}]
+                space = results[0].get("spaceName")
+            except (ValueError, KeyError, IndexError, TypeError) as exc:
+                raise NebulaError(f"graphd returned malformed JSON: {exc}", host=conn.host) from exc
+            if space is not None:
+                session.space = str(space)
+            return doc, code
+        resp = conn.execute(session.id, prepared.stmt, prepared.params, deadline)
+        if resp.space_name is not None:
+            session.space = resp.space_name.decode("utf-8", "replace")
+        return resp, resp.error_code
+
+    def _server_error(self, resp: Any, code: int, prepared: _Prepared, host: HostEntry,
+                      as_json: bool) -> NebulaError:  # fmt: skip
+        if as_json:
+            message = str(resp["errors"][0].get("message", ""))
+            space = None
+        else:
+            message = (resp.error_msg or b"").decode("utf-8", "replace")
+            space = resp.space_name.decode("utf-8", "replace") if resp.space_name else None
+        return lookup(code)(
+            message or error_code_name(code), code=code, statement=prepared.text, host=host.name, space=space
+        )
+
+    def _authenticate(self, host: HostEntry, conn: Connection, deadline: float | None) -> ServerSession:
+        """Create a session on ``conn`` and apply :class:`SessionConfig` to it."""
+        with self._auth_lock:
+            if self._auth_error is not None and time.monotonic() < self._auth_retry_at:
+                err = self._auth_error
+                raise AuthenticationError(
+                    f"{err.message} (not retried for another "
+                    f"{self._auth_retry_at - time.monotonic():.2f}s after {self._auth_failures} failure(s))",
+                    code=err.code,
+                    host=err.host,
+                )
+        resp = conn.authenticate(self._username, self._password, deadline)
+        if resp.error_code != 0 or resp.session_id is None:
+            msg = (resp.error_msg or b"").decode("utf-8", "replace") or error_code_name(resp.error_code or 0)
+            err = AuthenticationError(
+                f"authentication of user {self._username!r} on {host.name} failed: "
+                f"{error_code_name(resp.error_code or 0)}: {msg}",
+                code=resp.error_code or 0,
+                host=host.name,
+            )
+            with self._auth_lock:
+                # Back off exponentially so a wrong password does not hammer graphd.
+                self._auth_failures += 1
+                self._auth_error = err
+                self._auth_retry_at = time.monotonic() + min(2.0, 0.05 * 2 ** (self._auth_failures - 1))
+            raise err
+        with self._auth_lock:
+            self._auth_failures = 0
+            self._auth_error = None
+        name = (resp.time_zone_name or b"").decode("utf-8", "replace")
+        session = ServerSession(resp.session_id, resp.time_zone_offset_seconds or 0, name)
+        self._broker.count(host, "sessions_created")
+        try:
+            cfg = self._session_config
+            setup = [s for s in (cfg.use_statement(), *cfg.init_statements) if s]
+            for text in setup:
+                prepared = _Prepared(text, None)
+                reply, code = self._send(conn, session, prepared, None, deadline, False)
+                if code != 0:
+                    raise self._server_error(reply, code, prepared, host, False)
+        except BaseException:
+            self._signout(host, session, conn)
+            raise
+        return session
+
+    def _restore_space(self, host: HostEntry, lease: Lease, conn: Connection, deadline: float | None) -> None:
+        """Put a session back in the configured space (or drop it) before it returns to the pool."""
+        session = lease.session
+        if session is None:
+            return
+        wanted = self._session_config.space
+        if wanted is None:
+            if session.space:
+                # No configured space to go back to: a session that chose one is not shared.
+                lease.session = None
+                self._signout(host, session, conn)
+            return
+        if session.space == wanted:
+            return
+        stmt = self._session_config.use_statement()
+        assert stmt is not None
+        try:
+            reply, code = self._send(conn, session, _Prepared(stmt, None), None, deadline, False)
+        except NebulaError:
+            code = -1
+        if code != 0:
+            lease.session = None
+            self._signout(host, session, conn)
+
+    def _signout(self, host: HostEntry, session: ServerSession, conn: Connection | None) -> None:
+        """Sign a session out (oneway, best effort): on ``conn`` if usable, else a pooled one."""
+        try:
+            if conn is not None and conn.is_usable:
+                conn.signout(session.id)
+            else:
+                deadline = time.monotonic() + (self._conn_config.connect_timeout or 5.0)
+                try:
+                    other = host.conn_pool.acquire(deadline)
+                except ClientClosed:
+                    other = self._factory(host.address, self._conn_config)
+                    other.open(deadline)
+                    try:
+                        other.signout(session.id)
+                    finally:
+                        other.close()
+                else:
+                    try:
+                        other.signout(session.id)
+                    finally:
+                        host.conn_pool.release(other)
+            self._broker.count(host, "sessions_signed_out")
+        except NebulaError as exc:
+            log.debug("could not sign out session %d on %s: %s", session.id, host.name, exc)
+
+
+class Session:
+    """One session held for a block of statements (see :meth:`NebulaClient.session`).
+
+    Not thread-safe: use it from the thread that opened it. Statements run one at a time; a second
+    thread calling it at the same time gets a ``RuntimeError``.
+    """
+
+    def __init__(self, client: NebulaClient, lease: Lease) -> None:
+        self._client = client
+        self._lease = lease
+        self._busy = threading.Lock()
+        self._done = False
+
+    @property
+    def host(self) -> str:
+        """The graphd this session lives on."""
+        return self._lease.host.name
+
+    @property
+    def space(self) -> str:
+        """The session's current space as graphd last reported it (``""`` before any)."""
+        return self._lease.session.space if self._lease.session is not None else ""
+
+    def execute(self, statement: str, params: Params = None, *,
+                timeout: Optional[float] = _DEFAULT, idempotent: bool = False) -> ResultSet:  # fmt: skip
+        """Run a statement on this session (see :meth:`NebulaClient.execute`)."""
+        result: ResultSet = self._run(_prepare(statement, params), timeout, idempotent, False)
+        return result
+
+    def execute_py(self, statement: str, params: Params = None, *,
+                   timeout: Optional[float] = _DEFAULT, idempotent: bool = False) -> ResultSet:  # fmt: skip
+        """Run a statement with ``{{name}}`` placeholders (see :meth:`NebulaClient.execute_py`)."""
+        result: ResultSet = self._run(_prepare_py(statement, params), timeout, idempotent, False)
+        return result
+
+    def execute_json(self, statement: str, params: Params = None, *,
+                     timeout: Optional[float] = _DEFAULT, idempotent: bool = False) -> Any:  # fmt: skip
+        """Run a statement through graphd's JSON interface; the parsed document."""
+        return self._run(_prepare(statement, params), timeout, idempotent, True)
+
+    def _run(self, prepared: _Prepared, timeout: Optional[float], idempotent: bool, as_json: bool) -> Any:
+        client = self._client
+        client._check()
+        if self._done:
+            raise ClientClosed("this session block has ended")
+        if not self._busy.acquire(blocking=False):
+            raise RuntimeError("a Session runs one statement at a time; it is used by another thread")
+        try:
+            cfg = client._conn_config
+            req_timeout = cfg.request_timeout if timeout is _DEFAULT else timeout
+            start = time.monotonic()
+            overall = None if req_timeout is None else start + req_timeout
+            attempts = 0
+            while True:
+                attempts += 1
+                try:
+                    resp, session = client._attempt(self._lease, prepared, req_timeout, overall, as_json,
+                                                    restore_space=False, release=False)  # fmt: skip
+                except OutcomeUnknown:
+                    if idempotent and attempts < 2:
+                        continue
+                    raise
+                return client._result(resp, prepared, self._lease.host, session, start, as_json)
+        finally:
+            self._busy.release()
+
+    def _finish(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        client = self._client
+        lease = self._lease
+        if lease.session is not None and not client._broker.closed and lease.session.space != (
+            client._session_config.space or ""
+        ):
+            try:
+                limit = client._conn_config.connect_timeout or 5.0
+                conn = lease.host.conn_pool.acquire(time.monotonic() + limit)
+            except NebulaError:
+                session, lease.session = lease.session, None
+                client._signout(lease.host, session, None)
+            else:
+                try:
+                    client._restore_space(lease.host, lease, conn, None)
+                finally:
+                    lease.host.conn_pool.release(conn)
+        leftover = client._broker.release(lease, lease.session)
+        if leftover is not None:
+            client._signout(lease.host, leftover, None)
+
+
+# ---- fork handling -----------------------------------------------------------------------------
+
+_FORK_LOCK = threading.Lock()
+_CLIENTS: weakref.WeakSet[NebulaClient] = weakref.WeakSet()
+
+
+def _register_fork_handler(client: NebulaClient) -> None:
+    _CLIENTS.add(client)
+
+
+def _reset_after_fork() -> None:
+    # The child has one thread; every lock the parent's threads held is recreated.
+    global _FORK_LOCK
+    _FORK_LOCK = threading.Lock()
+    for client in list(_CLIENTS):
+        if not client._closed:
+            client._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
+
+_ = Union  # keep typing import for older Pythons' annotations

@@ -1,0 +1,426 @@
+"""One blocking socket to one graphd, one request in flight.
+
+A :class:`Connection` is used by one thread at a time (the pool hands it to one borrower); it is not
+thread-safe, except that :meth:`Connection.close` may be called from any thread to abort a blocked
+call. It never retries. Any failure after a request was written — read timeout, reset, short read,
+wrong sequence id or method name, undecodable reply — marks it broken and closes it, so a late reply
+can never be read as the answer to a later request.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import socket
+import ssl
+import struct
+import time
+from typing import Any
+
+from nebula_sync._thrift import service, ttypes, wire
+from nebula_sync._thrift.codes import ERROR_CODES
+from nebula_sync.config import ConnectionConfig, HostAddress
+from nebula_sync.errors import (
+    ConnectionFailed,
+    IncompatibleServer,
+    NebulaError,
+    OutcomeUnknown,
+    ProtocolError,
+    RequestTimeout,
+)
+
+try:
+    from nebula_sync._thrift.fast import EXECUTE_RESULT as _EXECUTE_RESULT
+except ImportError:  # the fast decoder is not written yet: plain structs
+    _EXECUTE_RESULT = [service.ExecuteResult, service.ExecuteResult.thrift_spec]
+
+__all__ = ["Connection"]
+
+log = logging.getLogger("nebula_sync.connection")
+
+_E_CLIENT_SERVER_INCOMPATIBLE = ERROR_CODES["E_CLIENT_SERVER_INCOMPATIBLE"]
+_unpack_len = struct.Struct("!I").unpack_from
+_RECV_SIZE = 65536
+_poll = getattr(select, "poll", None)
+
+_AUTH_RESULT = [service.AuthenticateResult, service.AuthenticateResult.thrift_spec]
+_VERIFY_RESULT = [service.VerifyClientVersionResult, service.VerifyClientVersionResult.thrift_spec]
+_JSON_RESULT = [service.ExecuteJsonResult, service.ExecuteJsonResult.thrift_spec]
+_PING_RESULT = [service.ExecuteResult, service.ExecuteResult.thrift_spec]
+
+_ARGS_SPECS: dict[type[Any], list[Any]] = {
+    cls: [cls, cls.thrift_spec]
+    for cls in (
+        service.AuthenticateArgs,
+        service.SignoutArgs,
+        service.ExecuteArgs,
+        service.ExecuteWithParameterArgs,
+        service.VerifyClientVersionArgs,
+    )
+}
+
+
+def _remaining(deadline: float | None) -> float | None:
+    if deadline is None:
+        return None
+    return deadline - time.monotonic()
+
+
+class Connection:
+    """A socket to one graphd, speaking THeader + binary (or framed binary).
+
+    :param address: the graphd to connect to; its name is resolved at each :meth:`open`.
+    :param config: timeouts, TLS, framing and decode limits.
+    """
+
+    __slots__ = (
+        "_broken",
+        "_framing_theader",
+        "_limits",
+        "_seqid",
+        "_sock",
+        "address",
+        "config",
+        "created_at",
+        "host",
+        "id",
+        "last_used",
+        "pid",
+    )
+
+    _next_id = 0
+
+    def __init__(self, address: HostAddress, config: ConnectionConfig) -> None:
+        Connection._next_id += 1
+        self.id = Connection._next_id
+        self.address = address
+        self.host = str(address)
+        self.config = config
+        self._limits = config.limits
+        self._framing_theader = config.framing is wire.Framing.THEADER
+        self._sock: socket.socket | None = None
+        self._broken = False
+        self._seqid = 0
+        self.pid = os.getpid()
+        self.created_at = time.monotonic()
+        self.last_used = self.created_at
+
+    def __repr__(self) -> str:
+        state = "broken" if self._broken else ("open" if self._sock is not None else "closed")
+        return f"<Connection #{self.id} to {self.host} {state}>"
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def is_usable(self) -> bool:
+        """Open, not broken, and created by this process."""
+        return self._sock is not None and not self._broken and self.pid == os.getpid()
+
+    def open(self, deadline: float | None = None) -> None:
+        """Connect, set socket options, wrap TLS and run the version handshake.
+
+        :param deadline: ``time.monotonic()`` value the whole open must finish by; the connect
+            timeout applies too, whichever is sooner.
+        :raises ConnectionFailed: the host could not be reached (nothing was sent).
+        :raises IncompatibleServer: graphd rejected :attr:`ConnectionConfig.handshake_key`.
+        """
+        cfg = self.config
+        timeout = cfg.connect_timeout
+        left = _remaining(deadline)
+        if left is not None:
+            if left <= 0:
+                raise ConnectionFailed("no time left to connect", host=self.host)
+            timeout = left if timeout is None else min(timeout, left)
+        connect_deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            sock = socket.create_connection((self.address.host, self.address.port), timeout=timeout)
+        except OSError as exc:
+            raise ConnectionFailed(f"could not connect to {self.host}: {exc}", host=self.host) from exc
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if cfg.tcp_keepalive:
+                _set_keepalive(sock, cfg)
+            if cfg.tls is not None:
+                ctx = cfg.tls.create_context()
+                name = cfg.tls.server_hostname or self.address.host
+                sock.settimeout(_remaining(connect_deadline))
+                sock = ctx.wrap_socket(sock, server_hostname=name)
+        except ssl.SSLError as exc:
+            sock.close()
+            raise ConnectionFailed(f"TLS handshake with {self.host} failed: {exc}", host=self.host) from exc
+        except OSError as exc:
+            sock.close()
+            raise ConnectionFailed(f"could not set up {self.host}: {exc}", host=self.host) from exc
+        self._sock = sock
+        self._broken = False
+        try:
+            self._handshake(connect_deadline)
+        except OutcomeUnknown as exc:
+            # Nothing but the handshake was sent: treat a silent server as unreachable.
+            self.close()
+            raise ConnectionFailed(f"version handshake with {self.host} failed: {exc.message}",
+                                   host=self.host) from exc  # fmt: skip
+        except NebulaError:
+            self.close()
+            raise
+        log.debug("[#%04d] connected to %s", self.id, self.host)
+
+    def _handshake(self, deadline: float | None) -> None:
+        req = ttypes.VerifyClientVersionReq(version=self.config.handshake_key.encode())
+        result = self._call(
+            "verifyClientVersion", service.VerifyClientVersionArgs(req=req), _VERIFY_RESULT, deadline
+        )
+        resp = result.success
+        if resp is None:
+            raise ProtocolError("verifyClientVersion reply has no result", host=self.host)
+        if resp.error_code != 0:
+            msg = (resp.error_msg or b"").decode("utf-8", "replace")
+            if resp.error_code == _E_CLIENT_SERVER_INCOMPATIBLE:
+                raise IncompatibleServer(
+                    f"graphd at {self.host} rejected client version "
+                    f"{self.config.handshake_key!r}: {msg or 'incompatible'}",
+                    host=self.host,
+                )
+            raise ProtocolError(
+                f"verifyClientVersion failed with code {resp.error_code}: {msg}", host=self.host
+            )
+
+    def close(self) -> None:
+        """Close the socket. Safe from any thread and more than once.
+
+        In a forked child (the socket was inherited), only the file descriptor is released: no
+        ``shutdown``, which would cut the parent's connection too.
+        """
+        sock, self._sock = self._sock, None
+        self._broken = True
+        if sock is None:
+            return
+        if self.pid == os.getpid():
+            try:
+                # Wakes a thread blocked in recv() on this socket (close() alone may not).
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        try:
+            sock.close()
+        except OSError:
+            pass
+
+    def is_dropped(self) -> bool:
+        """Whether an idle connection was closed by the peer (or has stray bytes to read).
+
+        A cheap non-blocking check made before reuse: nothing should be readable between requests.
+        """
+        sock = self._sock
+        if sock is None or self._broken:
+            return True
+        try:
+            if _poll is not None:
+                poller = _poll()
+                poller.register(sock, select.POLLIN | select.POLLERR | select.POLLHUP)
+                # b"" (EOF) or a byte nobody asked for: either way the stream is unusable.
+                return bool(poller.poll(0))
+            readable, _, _ = select.select([sock], [], [], 0)
+            return bool(readable)
+        except (OSError, ValueError):
+            return True
+
+    # ---- calls -------------------------------------------------------------------------------
+
+    def authenticate(self, username: str, password: str, deadline: float | None) -> ttypes.AuthResponse:
+        """Call ``authenticate``; the caller inspects the response's error code."""
+        args = service.AuthenticateArgs(username=username.encode(), password=password.encode())
+        resp: ttypes.AuthResponse | None = self._call("authenticate", args, _AUTH_RESULT, deadline).success
+        if resp is None:
+            raise ProtocolError("authenticate reply has no result", host=self.host)
+        return resp
+
+    def signout(self, session_id: int) -> None:
+        """Send ``signout`` (oneway: no reply is read). Raises ``ConnectionFailed`` if it can't."""
+        self._send("signout", service.SignoutArgs(sessionId=session_id), wire.ONEWAY)
+        self.last_used = time.monotonic()
+
+    def execute(
+        self,
+        session_id: int,
+        stmt: bytes,
+        params: dict[bytes, ttypes.Value] | None,
+        deadline: float | None,
+    ) -> Any:
+        """Run a statement (``executeWithParameter``); returns the decoded ``ExecutionResponse``."""
+        args = service.ExecuteWithParameterArgs(sessionId=session_id, stmt=stmt, parameterMap=params or {})
+        resp = self._call("executeWithParameter", args, _EXECUTE_RESULT, deadline).success
+        if resp is None:
+            raise ProtocolError("executeWithParameter reply has no result", host=self.host)
+        return resp
+
+    def execute_json(
+        self,
+        session_id: int,
+        stmt: bytes,
+        params: dict[bytes, ttypes.Value] | None,
+        deadline: float | None,
+    ) -> bytes:
+        """Run a statement with ``executeJsonWithParameter``; returns the JSON bytes."""
+        args = service.ExecuteWithParameterArgs(sessionId=session_id, stmt=stmt, parameterMap=params or {})
+        resp: bytes | None = self._call("executeJsonWithParameter", args, _JSON_RESULT, deadline).success
+        if resp is None:
+            raise ProtocolError("executeJsonWithParameter reply has no result", host=self.host)
+        return resp
+
+    def ping(self, timeout: float | None = None) -> None:
+        """Liveness check: ``execute(0, "YIELD 1")``; any decoded reply means alive.
+
+        :raises NebulaError: the connection is dead (and now closed).
+        """
+        limit = self.config.ping_timeout if timeout is None else timeout
+        args = service.ExecuteArgs(sessionId=0, stmt=b"YIELD 1")
+        self._call("execute", args, _PING_RESULT, time.monotonic() + limit)
+
+    # ---- the wire ----------------------------------------------------------------------------
+
+    def _send(self, method: str, args: Any, mtype: int = wire.CALL) -> int:
+        sock = self._sock
+        if sock is None or self._broken:
+            raise ConnectionFailed(f"connection #{self.id} to {self.host} is closed", host=self.host)
+        if self.pid != os.getpid():
+            raise ConnectionFailed("connection was inherited from another process", host=self.host)
+        seqid = self._seqid = (self._seqid + 1) & 0x7FFFFFFF
+        body = wire.encode_struct(args, _ARGS_SPECS[type(args)])
+        msg = wire.binary_message(method.encode(), mtype, seqid, body)
+        frame = wire.theader_frame(msg, seqid) if self._framing_theader else wire.framed_frame(msg)
+        try:
+            sock.settimeout(self.config.request_timeout)
+            sock.sendall(frame)
+        except OSError as exc:
+            # A frame graphd did not receive whole is never executed: nothing ran.
+            self.close()
+            raise ConnectionFailed(
+                f"sending {method} to {self.host} failed: {exc}", host=self.host
+            ) from exc
+        return seqid
+
+    def _call(self, method: str, args: Any, result_spec: list[Any], deadline: float | None) -> Any:
+        """Send one request and read its reply. Any failure after sending breaks the connection."""
+        seqid = self._send(method, args)
+        try:
+            frame = self._read_frame(deadline, method)
+            return self._decode(frame, method, seqid, result_spec)
+        except NebulaError:
+            self.close()
+            raise
+        except BaseException:
+            # KeyboardInterrupt or similar mid-read: the reply may still come; never reuse.
+            self.close()
+            raise
+        finally:
+            self.last_used = time.monotonic()
+
+    def _read_frame(self, deadline: float | None, method: str) -> bytes | bytearray:
+        sock = self._sock
+        assert sock is not None
+        try:
+            timeout = _remaining(deadline)
+            if timeout is not None and timeout <= 0:
+                raise socket.timeout("deadline passed")
+            sock.settimeout(timeout)
+            data = sock.recv(_RECV_SIZE)
+            while len(data) < 4:
+                if not data:
+                    raise _Eof()
+                timeout = _remaining(deadline)
+                if timeout is not None and timeout <= 0:
+                    raise socket.timeout("deadline passed")
+                sock.settimeout(timeout)
+                more = sock.recv(_RECV_SIZE)
+                if not more:
+                    raise _Eof()
+                data += more
+            (length,) = _unpack_len(data, 0)
+            if length > self._limits.max_frame_size:
+                raise ProtocolError(
+                    f"reply frame of {length} bytes from {self.host} exceeds max_frame_size "
+                    f"({self._limits.max_frame_size})",
+                    host=self.host,
+                )
+            total = 4 + length
+            if len(data) == total:
+                return data
+            if len(data) > total:
+                raise ProtocolError(
+                    f"{self.host} sent {len(data) - total} bytes beyond the reply", host=self.host
+                )
+            buf = bytearray(total)
+            buf[: len(data)] = data
+            view = memoryview(buf)
+            got = len(data)
+            while got < total:
+                timeout = _remaining(deadline)
+                if timeout is not None and timeout <= 0:
+                    raise socket.timeout("deadline passed")
+                sock.settimeout(timeout)
+                n = sock.recv_into(view[got:])
+                if n == 0:
+                    raise _Eof()
+                got += n
+            return buf
+        except socket.timeout as exc:
+            raise RequestTimeout(
+                f"no reply to {method} from {self.host} within the request timeout; "
+                "the statement may still run on graphd",
+                host=self.host,
+            ) from exc
+        except _Eof:
+            raise OutcomeUnknown(
+                f"{self.host} closed the connection before replying to {method}", host=self.host
+            ) from None
+        except ssl.SSLError as exc:
+            raise OutcomeUnknown(f"TLS error reading from {self.host}: {exc}", host=self.host) from exc
+        except OSError as exc:
+            raise OutcomeUnknown(
+                f"connection to {self.host} failed while waiting for {method}: {exc}", host=self.host
+            ) from exc
+
+    def _decode(self, frame: bytes | bytearray, method: str, seqid: int, result_spec: list[Any]) -> Any:
+        try:
+            info = wire.parse_frame(frame, 4)
+            if info.proto_id != wire.PROTO_BINARY or info.transforms:
+                raise ProtocolError(
+                    f"reply uses protocol {info.proto_id} / transforms {list(info.transforms)}; "
+                    "expected binary without transforms"
+                )
+            name, mtype, rseq, body = wire.parse_message_header(frame, info.offset)
+            if name != method:
+                raise ProtocolError(f"reply is for method {name!r}, expected {method!r}")
+            if rseq != seqid:
+                raise ProtocolError(f"reply has sequence id {rseq}, expected {seqid}")
+            if mtype == wire.EXCEPTION:
+                exc = wire.decode_application_exception(frame, body)
+                raise ProtocolError(f"graphd answered {method} with an exception: {exc.message}")
+            if mtype != wire.REPLY:
+                raise ProtocolError(f"reply has message type {mtype}, expected REPLY")
+            return wire.decode_struct(frame, body, result_spec, self._limits)
+        except ProtocolError as exc:
+            if exc.host is None:
+                exc.host = self.host
+            raise
+
+
+class _Eof(Exception):
+    """The peer closed the connection."""
+
+
+def _set_keepalive(sock: socket.socket, cfg: ConnectionConfig) -> None:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in (
+        ("TCP_KEEPIDLE", cfg.keepalive_idle),
+        ("TCP_KEEPINTVL", cfg.keepalive_interval),
+        ("TCP_KEEPCNT", cfg.keepalive_count),
+    ):
+        opt = getattr(socket, name, None)
+        if opt is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, opt, value)
+            except OSError:  # not supported on this platform
+                pass

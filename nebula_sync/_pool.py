@@ -1,0 +1,541 @@
+"""Connection pools (one per host) and the session broker (all hosts' session pools).
+
+Both are thread-safe. Neither does network I/O while holding its lock: a slot is reserved under
+the lock and the connection is opened (or closed) outside it.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Optional
+
+import attrs
+
+from nebula_sync._connection import Connection
+from nebula_sync.config import ConnectionConfig, HostAddress, SessionPoolConfig
+from nebula_sync.errors import ClientClosed, NebulaError, NoHostAvailable, PoolTimeout
+
+__all__ = ["ConnectionPool", "HostEntry", "Lease", "ServerSession", "SessionBroker"]
+
+log = logging.getLogger("nebula_sync.pool")
+
+ConnectionFactory = Callable[[HostAddress, ConnectionConfig], Connection]
+
+
+def _remaining(deadline: float | None) -> float | None:
+    return None if deadline is None else deadline - time.monotonic()
+
+
+class ConnectionPool:
+    """Connections to one graphd: an idle stack and an active set under one lock and condition.
+
+    :param address: the host.
+    :param config: connection settings (timeouts, ping policy, idle/lifetime limits).
+    :param max_size: most connections open at once (idle + active + being opened).
+    :param factory: builds an unopened connection; tests inject fakes here.
+
+    Thread-safe. Every :meth:`acquire` must be paired with a :meth:`release` (in a ``finally``).
+    """
+
+    def __init__(
+        self,
+        address: HostAddress,
+        config: ConnectionConfig,
+        max_size: int,
+        factory: ConnectionFactory = Connection,
+    ) -> None:
+        self.address = address
+        self.config = config
+        self.max_size = max_size
+        self._factory = factory
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._idle: collections.deque[Connection] = collections.deque()
+        self._active: set[Connection] = set()
+        self._opening = 0
+        self._waiting = 0
+        self._closed = False
+        self.opened = 0
+        self.discarded = 0
+        self.pings = 0
+
+    # ---- checkout / check-in -----------------------------------------------------------------
+
+    def acquire(self, deadline: float | None) -> Connection:
+        """Take an idle connection (validated) or open a new one; wait if the pool is full.
+
+        :param deadline: ``time.monotonic()`` limit for waiting and connecting.
+        :raises ConnectionFailed: a new connection could not be opened (nothing was sent).
+        :raises PoolTimeout: the pool stayed full until the deadline.
+        :raises ClientClosed: the pool was closed.
+        """
+        while True:
+            conn: Connection | None = None
+            stale: list[Connection] = []
+            with self._lock:
+                while True:
+                    if self._closed:
+                        raise ClientClosed("the connection pool is closed", host=str(self.address))
+                    now = time.monotonic()
+                    while self._idle:
+                        candidate = self._idle.pop()  # LIFO: the most recently used is the warmest
+                        if self._expired(candidate, now):
+                            stale.append(candidate)
+                            continue
+                        conn = candidate
+                        break
+                    if conn is not None:
+                        self._active.add(conn)
+                        break
+                    if len(self._active) + self._opening < self.max_size:
+                        self._opening += 1  # reserve the slot; connect outside the lock
+                        break
+                    left = _remaining(deadline)
+                    if left is not None and left <= 0:
+                        raise PoolTimeout(
+                            f"all {self.max_size} connections to {self.address} stayed busy",
+                            host=str(self.address),
+                        )
+                    self._waiting += 1
+                    try:
+                        self._cond.wait(left)
+                    finally:
+                        self._waiting -= 1
+                if stale:
+                    self.discarded += len(stale)
+            for old in stale:
+                old.close()
+            if conn is None:
+                return self._open_reserved(deadline)
+            if self._validate(conn):
+                return conn
+            self._forget(conn)
+
+    def _expired(self, conn: Connection, now: float) -> bool:
+        cfg = self.config
+        if not conn.is_usable:
+            return True
+        if cfg.max_idle_time is not None and now - conn.last_used > cfg.max_idle_time:
+            return True
+        return cfg.max_lifetime is not None and now - conn.created_at > cfg.max_lifetime
+
+    def _validate(self, conn: Connection) -> bool:
+        """Check a reused connection outside the lock: dropped by the peer? stale enough to ping?"""
+        if conn.is_dropped():
+            log.debug("connection #%s to %s was dropped while idle", conn.id, self.address)
+            return False
+        cfg = self.config
+        idle = time.monotonic() - conn.last_used
+        if cfg.ping_before_execute or (cfg.ping_after_idle is not None and idle > cfg.ping_after_idle):
+            self.pings += 1
+            try:
+                conn.ping()
+            except NebulaError as exc:
+                log.debug("ping on connection #%s to %s failed: %s", conn.id, self.address, exc)
+                return False
+        return True
+
+    def _open_reserved(self, deadline: float | None) -> Connection:
+        try:
+            conn = self._factory(self.address, self.config)
+            conn.open(deadline)
+        except BaseException:
+            with self._lock:
+                self._opening -= 1
+                self._cond.notify()
+            raise
+        with self._lock:
+            self._opening -= 1
+            if not self._closed:
+                self._active.add(conn)
+                self.opened += 1
+                return conn
+            self._cond.notify()
+        conn.close()
+        raise ClientClosed("the connection pool was closed while connecting", host=str(self.address))
+
+    def _forget(self, conn: Connection) -> None:
+        with self._lock:
+            self._active.discard(conn)
+            self.discarded += 1
+            self._cond.notify()
+        conn.close()
+
+    def release(self, conn: Connection) -> None:
+        """Return a connection; a broken, expired or foreign one is closed instead of kept."""
+        keep = False
+        with self._lock:
+            if conn not in self._active:
+                raise ValueError(f"{conn!r} does not belong to the pool for {self.address}")
+            self._active.discard(conn)
+            if not self._closed and not self._expired(conn, time.monotonic()):
+                self._idle.append(conn)
+                keep = True
+            else:
+                self.discarded += 1
+            self._cond.notify()
+        if not keep:
+            conn.close()
+
+    def add_idle(self, conn: Connection) -> None:
+        """Adopt an open connection (e.g. from a host probe) as idle, if there is room."""
+        with self._lock:
+            if not self._closed and len(self._idle) + len(self._active) + self._opening < self.max_size:
+                self._idle.append(conn)
+                self.opened += 1
+                self._cond.notify()
+                return
+        conn.close()
+
+    # ---- maintenance -------------------------------------------------------------------------
+
+    def close_idle(self) -> None:
+        """Close every idle connection (e.g. when the host went down)."""
+        with self._lock:
+            idle, self._idle = list(self._idle), collections.deque()
+        for conn in idle:
+            conn.close()
+
+    def close(self, *, abort_active: bool = False) -> None:
+        """Close the pool: idle connections now; active ones when released (or now, if aborting)."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = list(self._idle), collections.deque()
+            active = list(self._active) if abort_active else []
+            self._cond.notify_all()
+        for conn in idle + active:
+            conn.close()
+
+    def drop_after_fork(self) -> None:
+        """In a forked child: forget every inherited connection without touching the parent's."""
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        for conn in [*self._idle, *self._active]:
+            conn.close()  # the connection knows it was inherited: releases the fd only
+        self._idle = collections.deque()
+        self._active = set()
+        self._opening = 0
+        self._waiting = 0
+
+    def counts(self) -> tuple[int, int, int]:
+        """``(idle, active, waiting)`` right now."""
+        with self._lock:
+            return len(self._idle), len(self._active) + self._opening, self._waiting
+
+
+# ---- sessions --------------------------------------------------------------------------------
+
+
+class ServerSession:
+    """A graphd session: its id and what the server told us about it.
+
+    Used by one borrower at a time (the broker guarantees it); not thread-safe.
+    """
+
+    __slots__ = ("created_at", "id", "last_used", "space", "timezone_name", "timezone_offset")
+
+    def __init__(self, session_id: int, timezone_offset: int, timezone_name: str) -> None:
+        self.id = session_id
+        self.timezone_offset = timezone_offset
+        self.timezone_name = timezone_name
+        self.created_at = self.last_used = time.monotonic()
+        self.space = ""
+
+    def __repr__(self) -> str:
+        return f"<ServerSession {self.id} space={self.space!r}>"
+
+
+class HostState:
+    UP = "up"
+    DOWN = "down"
+
+
+class HostEntry:
+    """One host's session pool and connection pool, plus its health. Guarded by the broker lock."""
+
+    def __init__(self, address: HostAddress, conn_pool: ConnectionPool) -> None:
+        self.address = address
+        self.name = str(address)
+        self.conn_pool = conn_pool
+        self.idle: collections.deque[ServerSession] = collections.deque()
+        self.busy = 0  # leases out (sessions in use, or slots whose session is being created)
+        self.state = HostState.UP
+        self.failures = 0
+        self.retry_at = 0.0
+        self.probing = False
+        self.last_error: str | None = None
+        self.counters: collections.Counter[str] = collections.Counter()
+
+
+@attrs.define(slots=True)
+class Lease:
+    """A borrowed session slot on one host. ``session is None`` means: authenticate one first."""
+
+    host: HostEntry
+    session: Optional[ServerSession]
+    probe: bool = False
+
+
+class _Waiter:
+    __slots__ = ("error", "event", "lease")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.lease: Lease | None = None
+        self.error: BaseException | None = None
+
+
+class SessionBroker:
+    """Every host's session pool, behind one lock: round-robin borrowing with FIFO waiting.
+
+    At most ``size`` leases per host are out at once. A caller that finds every session busy
+    queues; a released session (or a freed slot) is handed to the longest waiter directly, so
+    borrowing is first come, first served across all hosts. Thread-safe.
+    """
+
+    def __init__(
+        self,
+        hosts: Sequence[HostEntry],
+        config: SessionPoolConfig,
+        *,
+        backoff_base: float = 0.2,
+        backoff_max: float = 10.0,
+    ) -> None:
+        self.hosts = list(hosts)
+        self.config = config
+        self.size = config.size
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self._lock = threading.Lock()
+        self._returned = threading.Condition(self._lock)
+        self._waiters: collections.deque[_Waiter] = collections.deque()
+        self._rr = 0
+        self._closed = False
+        self._swept = False
+
+    # ---- borrowing ---------------------------------------------------------------------------
+
+    def borrow(self, deadline: float | None) -> Lease:
+        """Take a session slot on some healthy host, waiting (FIFO) until ``deadline`` if all are busy.
+
+        :raises PoolTimeout: nothing was free in time.
+        :raises NoHostAvailable: every host is down and still backing off.
+        :raises ClientClosed: the client was closed.
+        """
+        with self._lock:
+            if self._closed:
+                raise ClientClosed("the client is closed")
+            if not self._waiters:  # never overtake a waiter (FIFO)
+                lease = self._take_locked(time.monotonic())
+                if lease is not None:
+                    return lease
+            if not any(self._available_locked(h, time.monotonic()) for h in self.hosts) and all(
+                h.busy == 0 for h in self.hosts
+            ):
+                raise self._no_host_error_locked()
+            left = _remaining(deadline)
+            if left is not None and left <= 0:
+                raise self._timeout_error_locked(deadline, 0.0)
+            waiter = _Waiter()
+            self._waiters.append(waiter)
+        waited_from = time.monotonic()
+        waiter.event.wait(left)
+        with self._lock:
+            if waiter.lease is not None:
+                return waiter.lease
+            if waiter.error is not None:
+                raise waiter.error
+            # Timed out: leave the queue. Under the lock, so no hand-off can race with this.
+            self._waiters.remove(waiter)
+            raise self._timeout_error_locked(deadline, time.monotonic() - waited_from)
+
+    def _available_locked(self, host: HostEntry, now: float) -> bool:
+        if host.state == HostState.UP:
+            return True
+        return now >= host.retry_at and not host.probing
+
+    def _take_locked(self, now: float) -> Lease | None:
+        count = len(self.hosts)
+        start = self._rr
+        self._rr = (start + 1) % count
+        for i in range(count):
+            host = self.hosts[(start + i) % count]
+            if host.state != HostState.UP:
+                if now < host.retry_at or host.probing or host.busy >= self.size:
+                    continue
+                host.probing = True  # this borrower probes the host; others keep skipping it
+                host.busy += 1
+                session = host.idle.pop() if host.idle else None
+                return Lease(host, session, probe=True)
+            if host.idle:
+                host.busy += 1
+                return Lease(host, host.idle.pop())
+            if host.busy + len(host.idle) < self.size:
+                host.busy += 1
+                return Lease(host, None)
+        return None
+
+    def _dispatch_locked(self) -> None:
+        """Hand free sessions or slots to waiters, oldest first."""
+        now = time.monotonic()
+        while self._waiters:
+            lease = self._take_locked(now)
+            if lease is None:
+                return
+            waiter = self._waiters.popleft()
+            waiter.lease = lease
+            waiter.event.set()
+
+    def _timeout_error_locked(self, deadline: float | None, waited: float) -> PoolTimeout:
+        up = sum(1 for h in self.hosts if h.state == HostState.UP)
+        return PoolTimeout(
+            f"no session became free within wait_timeout={self.config.wait_timeout}s "
+            f"(waited {waited:.3f}s; {len(self.hosts)} host(s), {up} up, size={self.size} sessions "
+            f"per host, all busy)"
+        )
+
+    def _no_host_error_locked(self) -> NoHostAvailable:
+        now = time.monotonic()
+        parts = []
+        for h in self.hosts:
+            detail = f"{h.name}: down, retry in {max(0.0, h.retry_at - now):.1f}s"
+            if h.last_error:
+                detail += f" ({h.last_error})"
+            parts.append(detail)
+        return NoHostAvailable("no graphd host is available: " + "; ".join(parts))
+
+    # ---- returning ---------------------------------------------------------------------------
+
+    def release(
+        self, lease: Lease, session: ServerSession | None, *, statements: int = 0, errors: int = 0
+    ) -> ServerSession | None:
+        """Give back a lease with its session (``None`` if it was discarded or never made).
+
+        Returns the session when the client was closed and already swept its idle sessions: the
+        caller must then sign it out itself. ``statements`` / ``errors`` feed the host counters.
+        """
+        host = lease.host
+        with self._lock:
+            host.busy -= 1
+            if lease.probe:
+                host.probing = False
+            if statements:
+                host.counters["statements"] += statements
+            if errors:
+                host.counters["errors"] += errors
+            leftover = None
+            if session is not None:
+                if self._swept:
+                    leftover = session
+                else:
+                    # After close() began, sessions still come back here so that its sweep signs
+                    # them out; until then they go idle for the next borrower.
+                    session.last_used = time.monotonic()
+                    host.idle.append(session)
+            if not self._closed:
+                self._dispatch_locked()
+            self._returned.notify_all()
+            return leftover
+
+    # ---- host health -------------------------------------------------------------------------
+
+    def mark_down(self, host: HostEntry, error: BaseException) -> None:
+        """Record a failed connect: back off exponentially (with jitter) before re-probing."""
+        with self._lock:
+            was_up = host.state == HostState.UP
+            host.state = HostState.DOWN
+            host.failures += 1
+            delay = min(self.backoff_max, self.backoff_base * (2 ** (host.failures - 1)))
+            host.retry_at = time.monotonic() + delay * random.uniform(0.8, 1.2)
+            host.last_error = str(error)
+            host.counters["connect_failures"] += 1
+            self._dispatch_locked()
+        host.conn_pool.close_idle()
+        if was_up:
+            log.warning("graphd host %s is down (%s); retrying in about %.1fs", host.name, error, delay)
+
+    def mark_up(self, host: HostEntry) -> None:
+        """Record a successful connect to a host that was down."""
+        with self._lock:
+            was_down = host.state != HostState.UP
+            host.state = HostState.UP
+            host.failures = 0
+            host.last_error = None
+            self._dispatch_locked()
+        if was_down:
+            log.warning("graphd host %s is back up", host.name)
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    def close(self, wait: float | None) -> list[tuple[HostEntry, ServerSession]]:
+        """Stop lending; wait up to ``wait`` seconds for leases out; return the idle sessions.
+
+        Waiting callers are woken with :class:`ClientClosed`.
+        """
+        deadline = None if wait is None else time.monotonic() + wait
+        with self._lock:
+            self._closed = True
+            while self._waiters:
+                waiter = self._waiters.popleft()
+                waiter.error = ClientClosed("the client was closed while waiting for a session")
+                waiter.event.set()
+            while any(h.busy for h in self.hosts):
+                left = _remaining(deadline)
+                if left is not None and left <= 0:
+                    break
+                self._returned.wait(left)
+            idle = [(h, s) for h in self.hosts for s in h.idle]
+            for h in self.hosts:
+                h.idle.clear()
+            self._swept = True
+            return idle
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def busy_count(self) -> int:
+        with self._lock:
+            return sum(h.busy for h in self.hosts)
+
+    def drop_after_fork(self) -> None:
+        """In a forked child: forget the parent's sessions (never signed out here) and waiters."""
+        self._lock = threading.Lock()
+        self._returned = threading.Condition(self._lock)
+        self._waiters = collections.deque()
+        for h in self.hosts:
+            h.idle.clear()
+            h.busy = 0
+            h.probing = False
+            h.conn_pool.drop_after_fork()
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """Per-host numbers for ``stats()``: taken under the lock, so consistent."""
+        out = []
+        with self._lock:
+            waiters = len(self._waiters)
+            now = time.monotonic()
+            for h in self.hosts:
+                out.append(
+                    {
+                        "host": h.name,
+                        "state": h.state,
+                        "sessions_idle": len(h.idle),
+                        "sessions_busy": h.busy,
+                        "waiters": waiters,
+                        "retry_in": max(0.0, h.retry_at - now) if h.state != HostState.UP else 0.0,
+                        "last_error": h.last_error,
+                        "counters": dict(h.counters),
+                    }
+                )
+        return out
+
+    def count(self, host: HostEntry, name: str, n: int = 1) -> None:
+        """Add to one of a host's counters."""
+        with self._lock:
+            host.counters[name] += n

@@ -1,0 +1,335 @@
+"""Configuration: hosts, connection, session pool and session settings.
+
+Every config class is a frozen, keyword-only ``attrs`` class, validated at construction: a bad
+value raises ``ValueError`` or ``TypeError`` naming the field, an unknown keyword raises
+``TypeError``. All durations are seconds as floats; ``None`` means "no limit". Instances are
+immutable and thread-safe; derive variants with :func:`attrs.evolve`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+import ssl
+from collections.abc import Iterable, Sequence
+from typing import Any, Optional, Union
+
+import attrs
+
+from nebula_sync._thrift.wire import Framing, Limits
+
+__all__ = [
+    "DEFAULT_PORT",
+    "ConnectionConfig",
+    "HostAddress",
+    "HostsSpec",
+    "SessionConfig",
+    "SessionPoolConfig",
+    "TLSConfig",
+    "parse_hosts",
+]
+
+DEFAULT_PORT = 9669
+
+
+@attrs.frozen(order=True)
+class HostAddress:
+    """One graphd address. ``str()`` gives ``"host:port"`` (``"[::1]:9669"`` for IPv6)."""
+
+    host: str
+    port: int = DEFAULT_PORT
+
+    def __attrs_post_init__(self) -> None:
+        if not isinstance(self.host, str) or not self.host.strip():
+            raise ValueError(f"host name must be a non-empty string, got {self.host!r}")
+        if isinstance(self.port, bool) or not isinstance(self.port, int):
+            raise TypeError(f"port must be an int, got {type(self.port).__name__} for host {self.host!r}")
+        if not 1 <= self.port <= 65535:
+            raise ValueError(f"port must be in 1..65535, got {self.port} for host {self.host!r}")
+        if any(c.isspace() for c in self.host) or "/" in self.host:
+            raise ValueError(f"host name {self.host!r} contains a space or '/'")
+
+    def __str__(self) -> str:
+        if ":" in self.host:
+            return f"[{self.host}]:{self.port}"
+        return f"{self.host}:{self.port}"
+
+
+HostsSpec = Union[str, HostAddress, Iterable[Union[str, HostAddress, tuple[str, int]]]]
+
+
+def _parse_one(text: str) -> HostAddress:
+    item = text.strip()
+    if not item:
+        raise ValueError("empty host in the host list")
+    if item.startswith("["):
+        close = item.find("]")
+        if close < 0:
+            raise ValueError(f"bad host {text!r}: '[' without ']'")
+        host, rest = item[1:close], item[close + 1 :]
+        if rest and not rest.startswith(":"):
+            raise ValueError(f"bad host {text!r}: expected ':port' after ']'")
+        port_text = rest[1:] if rest else ""
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"bad host {text!r}: {host!r} is not an IPv6 address") from None
+    elif item.count(":") > 1:
+        # A bare IPv6 address without a port, e.g. "::1".
+        try:
+            ipaddress.IPv6Address(item)
+        except ValueError:
+            raise ValueError(
+                f"bad host {text!r}: write IPv6 addresses with a port as '[addr]:port'"
+            ) from None
+        host, port_text = item, ""
+    else:
+        host, _, port_text = item.partition(":")
+        if _ and not port_text:
+            raise ValueError(f"bad host {text!r}: missing port after ':'")
+    if port_text:
+        if not port_text.isdigit():
+            raise ValueError(f"bad host {text!r}: port {port_text!r} is not a number")
+        return HostAddress(host, int(port_text))
+    return HostAddress(host)
+
+
+def parse_hosts(hosts: HostsSpec) -> tuple[HostAddress, ...]:
+    """Parse a host list: ``"h:p"``, ``"h1:p1,h2:p2"``, ``"[::1]:9669"``, ``[("h", 9669)]``, ...
+
+    Whitespace around entries is ignored; a missing port means 9669; duplicates are kept once.
+    Raises ``ValueError`` (naming the bad entry) or ``TypeError``.
+    """
+    items: list[HostAddress] = []
+    if isinstance(hosts, HostAddress):
+        items.append(hosts)
+    elif isinstance(hosts, str):
+        items.extend(_parse_one(part) for part in hosts.split(","))
+    elif isinstance(hosts, Iterable):
+        for entry in hosts:
+            if isinstance(entry, HostAddress):
+                items.append(entry)
+            elif isinstance(entry, str):
+                items.extend(_parse_one(part) for part in entry.split(","))
+            elif isinstance(entry, tuple) and len(entry) == 2:
+                items.append(HostAddress(str(entry[0]), entry[1]))
+            else:
+                raise TypeError(f"bad host entry {entry!r}: expected 'host:port', (host, port), HostAddress")
+    else:
+        raise TypeError(f"hosts must be a string or a list of hosts, got {type(hosts).__name__}")
+    unique = tuple(dict.fromkeys(items))
+    if not unique:
+        raise ValueError("the host list is empty")
+    return unique
+
+
+# ---- validators ------------------------------------------------------------------------------
+
+
+def _timeout(allow_none: bool = True, allow_zero: bool = False) -> Any:
+    def check(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value is None:
+            if not allow_none:
+                raise ValueError(f"{attribute.name} must be a number of seconds, not None")
+            return
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"{attribute.name} must be seconds as a float, got {type(value).__name__}")
+        if math.isnan(value) or value < 0 or (value == 0 and not allow_zero):
+            bound = ">= 0" if allow_zero else "> 0"
+            raise ValueError(f"{attribute.name} must be {bound} seconds (or None for no limit), got {value}")
+
+    return check
+
+
+def _int_at_least(low: int) -> Any:
+    def check(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{attribute.name} must be an int, got {type(value).__name__}")
+        if value < low:
+            raise ValueError(f"{attribute.name} must be >= {low}, got {value}")
+
+    return check
+
+
+def _opt_float(value: Any) -> Any:
+    return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+@attrs.frozen(kw_only=True)
+class TLSConfig:
+    """TLS settings. Verification of the server certificate and host name is **on** by default.
+
+    :param ca_file: PEM file of CAs to trust (default: the system's trust store).
+    :param cert_file: client certificate (PEM) for mutual TLS.
+    :param key_file: the client certificate's private key (PEM); defaults to ``cert_file``.
+    :param key_password: password of ``key_file``, if encrypted (never shown in ``repr``).
+    :param verify: ``False`` is the explicit opt-out: no certificate or host name check.
+    :param check_hostname: check that the certificate names the host (ignored when ``verify`` is off).
+    :param server_hostname: the name to verify and send as SNI instead of the host's address.
+    :param ssl_context: a ready ``ssl.SSLContext``; when given, the other settings are not used.
+    """
+
+    ca_file: Optional[str] = None
+    cert_file: Optional[str] = None
+    key_file: Optional[str] = None
+    key_password: Optional[str] = attrs.field(default=None, repr=False)
+    verify: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
+    check_hostname: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
+    server_hostname: Optional[str] = None
+    ssl_context: Optional[ssl.SSLContext] = attrs.field(default=None, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        if self.key_file is not None and self.cert_file is None:
+            raise ValueError("TLSConfig.key_file needs cert_file")
+
+    def create_context(self) -> ssl.SSLContext:
+        """Build the ``SSLContext`` these settings describe (TLS 1.2 or newer)."""
+        if self.ssl_context is not None:
+            return self.ssl_context
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=self.ca_file)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        if not self.verify:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        else:
+            ctx.check_hostname = self.check_hostname
+        if self.cert_file is not None:
+            ctx.load_cert_chain(self.cert_file, self.key_file, self.key_password)
+        return ctx
+
+
+@attrs.frozen(kw_only=True)
+class ConnectionConfig:
+    """How connections to graphd are made and used.
+
+    :param connect_timeout: TCP connect + TLS + version handshake, per attempt.
+    :param request_timeout: how long one statement may wait for its reply (``None``: forever).
+        When it passes, the connection is closed and :class:`~nebula_sync.errors.RequestTimeout`
+        is raised: the statement may still run on graphd.
+    :param ping_before_execute: ping the connection before every statement (one more round trip).
+    :param ping_after_idle: ping a connection before reuse when it was idle longer than this.
+    :param ping_timeout: how long a liveness ping may take.
+    :param tls: TLS settings; ``None`` for plain TCP.
+    :param handshake_key: the version sent in ``verifyClientVersion`` (graphd's whitelist).
+    :param tcp_keepalive: enable ``SO_KEEPALIVE`` (plus the idle/interval/count below, where the OS
+        supports them), so middleboxes don't silently drop idle connections.
+    :param framing: ``"theader"`` (graphd's native framing) or ``"framed"`` (framed binary fallback).
+    :param max_connections_per_host: connection cap per host (``None``: the session pool size).
+    :param min_connections_per_host: connections kept open per host when idle.
+    :param max_idle_time: idle connections older than this are closed.
+    :param max_lifetime: connections older than this are closed when returned.
+    :param max_frame_size: largest reply frame accepted, bytes.
+    :param max_string_length: longest string in a reply, bytes.
+    :param max_container_length: most elements in one list, set or map of a reply.
+    """
+
+    connect_timeout: Optional[float] = attrs.field(default=10.0, converter=_opt_float, validator=_timeout())
+    request_timeout: Optional[float] = attrs.field(default=60.0, converter=_opt_float, validator=_timeout())
+    ping_before_execute: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    ping_after_idle: Optional[float] = attrs.field(
+        default=30.0, converter=_opt_float, validator=_timeout(allow_zero=True)
+    )
+    ping_timeout: float = attrs.field(default=3.0, converter=_opt_float, validator=_timeout(allow_none=False))
+    tls: Optional[TLSConfig] = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.instance_of(TLSConfig))
+    )
+    handshake_key: str = attrs.field(default="3.0.0", validator=attrs.validators.instance_of(str))
+    tcp_keepalive: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
+    keepalive_idle: int = attrs.field(default=60, validator=_int_at_least(1))
+    keepalive_interval: int = attrs.field(default=10, validator=_int_at_least(1))
+    keepalive_count: int = attrs.field(default=6, validator=_int_at_least(1))
+    framing: Framing = attrs.field(default=Framing.THEADER, converter=Framing)
+    max_connections_per_host: Optional[int] = attrs.field(
+        default=None, validator=attrs.validators.optional(_int_at_least(1))
+    )
+    min_connections_per_host: int = attrs.field(default=0, validator=_int_at_least(0))
+    max_idle_time: Optional[float] = attrs.field(default=600.0, converter=_opt_float, validator=_timeout())
+    max_lifetime: Optional[float] = attrs.field(default=None, converter=_opt_float, validator=_timeout())
+    max_frame_size: int = attrs.field(default=256 * 1024 * 1024, validator=_int_at_least(1024))
+    max_string_length: int = attrs.field(default=64 * 1024 * 1024, validator=_int_at_least(16))
+    max_container_length: int = attrs.field(default=16 * 1024 * 1024, validator=_int_at_least(16))
+
+    def __attrs_post_init__(self) -> None:
+        if not self.handshake_key:
+            raise ValueError("handshake_key must not be empty")
+        cap = self.max_connections_per_host
+        if cap is not None and self.min_connections_per_host > cap:
+            raise ValueError(
+                f"min_connections_per_host ({self.min_connections_per_host}) exceeds "
+                f"max_connections_per_host ({cap})"
+            )
+
+    @property
+    def limits(self) -> Limits:
+        """The decode limits as one object."""
+        return Limits(self.max_frame_size, self.max_string_length, self.max_container_length)
+
+
+@attrs.frozen(kw_only=True)
+class SessionPoolConfig:
+    """The session pool kept for each host.
+
+    :param size: sessions per host; at most ``hosts × size`` statements run at once.
+    :param wait_timeout: how long a caller waits for a free session: ``None`` waits forever,
+        ``0`` fails at once with :class:`~nebula_sync.errors.PoolTimeout`.
+    :param min_idle: sessions kept authenticated per host even when idle.
+    :param max_idle_time: sessions idle longer than this are signed out (above ``min_idle``).
+    :param max_lifetime: sessions older than this are signed out when returned.
+    """
+
+    size: int = attrs.field(default=4, validator=_int_at_least(1))
+    wait_timeout: Optional[float] = attrs.field(
+        default=60.0, converter=_opt_float, validator=_timeout(allow_zero=True)
+    )
+    min_idle: int = attrs.field(default=0, validator=_int_at_least(0))
+    max_idle_time: Optional[float] = attrs.field(default=3600.0, converter=_opt_float, validator=_timeout())
+    max_lifetime: Optional[float] = attrs.field(default=None, converter=_opt_float, validator=_timeout())
+
+    def __attrs_post_init__(self) -> None:
+        if self.min_idle > self.size:
+            raise ValueError(f"min_idle ({self.min_idle}) exceeds size ({self.size})")
+
+
+def _statements(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value,)
+    return tuple(value)
+
+
+def _check_statements(inst: Any, attribute: attrs.Attribute[Any], value: Sequence[Any]) -> None:
+    for stmt in value:
+        if not isinstance(stmt, str) or not stmt.strip():
+            raise TypeError(f"{attribute.name} must be non-empty strings, got {stmt!r}")
+
+
+def _check_space(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"space must be a non-empty string, got {value!r}")
+    if "`" in value or "\n" in value:
+        raise ValueError(f"space name {value!r} contains a backquote or a newline")
+
+
+@attrs.frozen(kw_only=True)
+class SessionConfig:
+    """What every session is set up with, after each (re-)authentication.
+
+    :param space: graph space chosen with ``USE`` after authentication, and restored before a
+        session goes back to the pool if a statement changed it.
+    :param init_statements: statements run after authentication (and after ``USE``).
+    """
+
+    space: Optional[str] = attrs.field(default=None, validator=_check_space)
+    init_statements: tuple[str, ...] = attrs.field(
+        default=(), converter=_statements, validator=_check_statements
+    )
+
+    def use_statement(self) -> str | None:
+        """The ``USE`` statement for :attr:`space` (backquoted unless a plain identifier), or ``None``."""
+        if self.space is None:
+            return None
+        if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.space):
+            return f"USE {self.space}"
+        return f"USE `{self.space}`"
