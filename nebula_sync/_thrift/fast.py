@@ -1,0 +1,652 @@
+"""Decode specs that make thrift's C decoder build Python values directly (the hot decode path).
+
+``fastbinary`` decodes a struct whose class subclasses :class:`thrift.protocol.TBase.TFrozenBase` by
+calling ``cls(**decoded_fields)`` and keeps whatever that returns. The classes below have a
+``__new__`` that returns the Python value of the struct instead of an instance: a graph ``Value``
+becomes an ``int``/``str``/``list``/:class:`~nebula_sync.Node`/..., a ``Row`` its list, a ``Date`` a
+:class:`datetime.date`. The result is the representation described in ``docs/internals.md``
+("Decoded value representation"), produced with no intermediate thrift objects.
+
+Two spec trees are built from the same classes:
+
+* the *UTF-8* tree lets the C decoder turn every string into ``str`` itself (fast, but a single
+  invalid UTF-8 byte anywhere aborts the decode with ``UnicodeDecodeError``);
+* the *safe* tree reads strings as ``bytes`` and decodes them in Python with ``backslashreplace``
+  (never fails on bad bytes).
+
+:func:`decode_execute_reply` tries the UTF-8 tree and falls back to the safe one;
+:data:`EXECUTE_RESULT` is the safe ``[cls, spec]`` pair for callers that decode with
+:func:`nebula_sync._thrift.wire.decode_struct` directly. Everything here is immutable and
+thread-safe.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from typing import Any
+
+from thrift.protocol.TBase import TFrozenBase
+from thrift.Thrift import TType
+
+from nebula_sync._thrift import ttypes, wire
+from nebula_sync._values import (
+    EMPTY,
+    DataSetValue,
+    Duration,
+    LineString,
+    Node,
+    NullValue,
+    Path,
+    Point,
+    Polygon,
+    RawDate,
+    RawDateTime,
+    RawTime,
+    Relationship,
+    SetList,
+)
+from nebula_sync.errors import ProtocolError
+
+__all__ = [
+    "EXECUTE_RESULT",
+    "EXECUTE_RESULT_UTF8",
+    "VALUE",
+    "DecodedDataSet",
+    "DecodedResponse",
+    "ExecuteReply",
+    "decode_execute_reply",
+    "decode_value",
+]
+
+_UTC = _dt.timezone.utc
+_date = _dt.date
+_time = _dt.time
+_datetime = _dt.datetime
+_new_node = Node.__new__
+_new_rel = Relationship.__new__
+_osa = object.__setattr__
+_NULLS: dict[int, Any] = {0: None}
+
+
+def _null(code: int) -> Any:
+    found = _NULLS.get(code, _NULLS)
+    if found is _NULLS:
+        found = NullValue(code)
+    return found
+
+
+for _code in range(1, 8):
+    _NULLS[_code] = NullValue(_code)
+
+
+def _s(raw: bytes) -> str:
+    return raw.decode("utf-8", "backslashreplace")
+
+
+# ---- the decoded response --------------------------------------------------------------------
+
+
+class DecodedDataSet:
+    """A decoded top-level ``DataSet``: ``column_names`` (``list[str]``) and ``rows``
+    (``list[list[value]]``). A plain record, not shared between threads."""
+
+    __slots__ = ("column_names", "rows")
+
+    def __init__(self, column_names: list[str], rows: list[list[Any]]) -> None:
+        self.column_names = column_names
+        self.rows = rows
+
+    def __repr__(self) -> str:
+        return f"DecodedDataSet(column_names={self.column_names!r}, rows=<{len(self.rows)} rows>)"
+
+
+class DecodedResponse:
+    """A decoded ``ExecutionResponse`` (attributes as in ``docs/internals.md``). A plain record, not
+    shared between threads."""
+
+    __slots__ = (
+        "comment", "data", "error_code", "error_msg", "latency_in_us", "plan_desc", "space_name",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        error_code: int = 0,
+        latency_in_us: int = 0,
+        data: DecodedDataSet | None = None,
+        space_name: bytes | None = None,
+        error_msg: bytes | None = None,
+        plan_desc: ttypes.PlanDescription | None = None,
+        comment: bytes | None = None,
+    ) -> None:
+        self.error_code = error_code
+        self.latency_in_us = latency_in_us
+        self.data = data
+        self.space_name = space_name
+        self.error_msg = error_msg
+        self.plan_desc = plan_desc
+        self.comment = comment
+
+    def __repr__(self) -> str:
+        return (
+            f"DecodedResponse(error_code={self.error_code}, latency_in_us={self.latency_in_us}, "
+            f"data={self.data!r}, space_name={self.space_name!r}, error_msg={self.error_msg!r})"
+        )
+
+
+class ExecuteReply:
+    """The decoded ``execute`` / ``executeWithParameter`` result struct: ``success`` is the
+    :class:`DecodedResponse` (``None`` if the server sent no field 0)."""
+
+    __slots__ = ("success",)
+
+    def __init__(self, success: DecodedResponse | None) -> None:
+        self.success = success
+
+
+# ---- struct classes whose __new__ returns the Python value ------------------------------------
+#
+# Field names in the specs below are the keyword names ``__new__`` receives. Every member of the
+# ``Value`` union except ``nVal`` (and ``sVal`` in the safe tree) is named ``v``, so the common case
+# is a single keyword and no dispatch at all.
+
+
+class _Frozen(TFrozenBase):  # type: ignore[misc]
+    __slots__ = ()
+
+
+class _ValueUtf8(_Frozen):
+    __slots__ = ()
+
+    def __new__(cls, v: Any = EMPTY, n: int | None = None) -> Any:
+        if n is None:
+            return v
+        return _null(n)
+
+
+class _ValueSafe(_Frozen):
+    __slots__ = ()
+
+    def __new__(cls, v: Any = EMPTY, s: bytes | None = None, n: int | None = None) -> Any:
+        if s is not None:
+            return s.decode("utf-8", "backslashreplace")
+        if n is None:
+            return v
+        return _null(n)
+
+
+class _Box:
+    """Holds an unhashable set member while the C decoder builds the set (identity hash)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+_UNHASHABLE = (list, dict, set, SetList)
+
+
+class _MemberUtf8(_Frozen):
+    __slots__ = ()
+
+    def __new__(cls, v: Any = EMPTY, n: int | None = None) -> Any:
+        if n is not None:
+            return _null(n)
+        if isinstance(v, _UNHASHABLE):
+            return _Box(v)
+        return v
+
+
+class _MemberSafe(_Frozen):
+    __slots__ = ()
+
+    def __new__(cls, v: Any = EMPTY, s: bytes | None = None, n: int | None = None) -> Any:
+        if s is not None:
+            return s.decode("utf-8", "backslashreplace")
+        if n is not None:
+            return _null(n)
+        if isinstance(v, _UNHASHABLE):
+            return _Box(v)
+        return v
+
+
+class _NSet(_Frozen):
+    __slots__ = ()
+
+    def __new__(cls, values: set[Any] | None = None) -> Any:
+        if not values:
+            return set()
+        for member in values:
+            if type(member) is _Box:
+                return SetList(m.value if type(m) is _Box else m for m in values)
+        return values
+
+
+class _NList(_Frozen):
+    __slots__ = ()
+
+    def __new__(cls, values: list[Any] | None = None) -> Any:
+        return values if values is not None else []
+
+
+class _NMapUtf8(_Frozen):
+    __slots__ = ()
+
+    def __new__(cls, kvs: dict[str, Any] | None = None) -> Any:
+        return kvs if kvs is not None else {}
+
+
+class _NMapSafe(_Frozen):
+    __slots__ = ()
+
+    def __new__(cls, kvs: dict[bytes, Any] | None = None) -> Any:
+        return {_s(k): v for k, v in kvs.items()} if kvs else {}
+
+
+class _Date(_Frozen):
+    __slots__ = ()
+
+    def __new__(cls, year: int = 0, month: int = 0, day: int = 0) -> Any:
+        try:
+            return _date(year, month, day)
+        except ValueError:
+            return RawDate(year, month, day)
+
+
+class _Time(_Frozen):
+    __slots__ = ()
+
+    def __new__(cls, hour: int = 0, minute: int = 0, sec: int = 0, microsec: int = 0) -> Any:
+        try:
+            return _time(hour, minute, sec, microsec, _UTC)
+        except ValueError:
+            return RawTime(hour, minute, sec, microsec)
+
+
+class _DateTime(_Frozen):
+    __slots__ = ()
+
+    def __new__(
+        cls,
+        year: int = 0,
+        month: int = 0,
+        day: int = 0,
+        hour: int = 0,
+        minute: int = 0,
+        sec: int = 0,
+        microsec: int = 0,
+    ) -> Any:
+        try:
+            return _datetime(year, month, day, hour, minute, sec, microsec, _UTC)
+        except ValueError:
+            return RawDateTime(year, month, day, hour, minute, sec, microsec)
+
+
+class _Duration(_Frozen):
+    __slots__ = ()
+
+    def __new__(cls, seconds: int = 0, microseconds: int = 0, months: int = 0) -> Any:
+        return Duration(months, seconds, microseconds)
+
+
+class _Coordinate(_Frozen):
+    __slots__ = ()
+
+    def __new__(cls, x: float = 0.0, y: float = 0.0) -> Any:
+        return (x, y)
+
+
+class _Point(_Frozen):
+    __slots__ = ()
+
+    def __new__(cls, coord: tuple[float, float] = (0.0, 0.0)) -> Any:
+        return Point(coord[0], coord[1])
+
+
+class _LineString(_Frozen):
+    __slots__ = ()
+
+    def __new__(cls, coordList: list[Any] | None = None) -> Any:
+        return LineString(coordList or ())
+
+
+class _Polygon(_Frozen):
+    __slots__ = ()
+
+    def __new__(cls, coordListList: list[Any] | None = None) -> Any:
+        return Polygon(coordListList or ())
+
+
+class _Geography(_Frozen):
+    __slots__ = ()
+
+    def __new__(cls, v: Any = EMPTY) -> Any:
+        return v
+
+
+def _node(vid: Any, tags: list[tuple[str, dict[str, Any]]] | None) -> Node:
+    node = _new_node(Node)
+    _osa(node, "vid", vid)
+    _osa(node, "tag_properties", dict(tags) if tags else {})
+    return node
+
+
+def _rel(src: Any, dst: Any, etype: int, name: str, ranking: int, props: dict[str, Any]) -> Any:
+    rel = _new_rel(Relationship)
+    if etype < 0:
+        src, dst, etype = dst, src, -etype
+    _osa(rel, "src", src)
+    _osa(rel, "dst", dst)
+    _osa(rel, "edge_name", name)
+    _osa(rel, "ranking", ranking)
+    _osa(rel, "props", props)
+    _osa(rel, "edge_type", etype)
+    return rel
+
+
+class _TagUtf8(_Frozen):
+    __slots__ = ()
+
+    def __new__(cls, name: str = "", props: dict[str, Any] | None = None) -> Any:
+        return (name, props if props is not None else {})
+
+
+class _TagSafe(_Frozen):
+    __slots__ = ()
+
+    def __new__(cls, name: bytes = b"", props: dict[bytes, Any] | None = None) -> Any:
+        return (_s(name), {_s(k): v for k, v in props.items()} if props else {})
+
+
+class _Vertex(_Frozen):
+    __slots__ = ()
+
+    def __new__(cls, vid: Any = EMPTY, tags: list[Any] | None = None) -> Any:
+        return _node(vid, tags)
+
+
+class _EdgeUtf8(_Frozen):
+    __slots__ = ()
+
+    def __new__(
+        cls,
+        src: Any = EMPTY,
+        dst: Any = EMPTY,
+        type: int = 0,
+        name: str = "",
+        ranking: int = 0,
+        props: dict[str, Any] | None = None,
+    ) -> Any:
+        return _rel(src, dst, type, name, ranking, props if props is not None else {})
+
+
+class _EdgeSafe(_Frozen):
+    __slots__ = ()
+
+    def __new__(
+        cls,
+        src: Any = EMPTY,
+        dst: Any = EMPTY,
+        type: int = 0,
+        name: bytes = b"",
+        ranking: int = 0,
+        props: dict[bytes, Any] | None = None,
+    ) -> Any:
+        p = {_s(k): v for k, v in props.items()} if props else {}
+        return _rel(src, dst, type, _s(name), ranking, p)
+
+
+class _StepUtf8(_Frozen):
+    __slots__ = ()
+
+    def __new__(
+        cls,
+        dst: Any = None,
+        type: int = 0,
+        name: str = "",
+        ranking: int = 0,
+        props: dict[str, Any] | None = None,
+    ) -> Any:
+        return (dst, type, name, ranking, props if props is not None else {})
+
+
+class _StepSafe(_Frozen):
+    __slots__ = ()
+
+    def __new__(
+        cls,
+        dst: Any = None,
+        type: int = 0,
+        name: bytes = b"",
+        ranking: int = 0,
+        props: dict[bytes, Any] | None = None,
+    ) -> Any:
+        p = {_s(k): v for k, v in props.items()} if props else {}
+        return (dst, type, _s(name), ranking, p)
+
+
+_EMPTY_NODE_TAGS: list[Any] = []
+
+
+class _Path(_Frozen):
+    __slots__ = ()
+
+    def __new__(cls, src: Any = None, steps: list[Any] | None = None) -> Any:
+        if src is None:
+            src = _node(EMPTY, _EMPTY_NODE_TAGS)
+        nodes = [src]
+        rels = []
+        prev = src
+        for dst, etype, name, ranking, props in steps or ():
+            if dst is None:
+                dst = _node(EMPTY, _EMPTY_NODE_TAGS)
+            # a step's edge goes prev -> dst; a negative type means it was walked backwards
+            if etype < 0:
+                rels.append(_rel(dst.vid, prev.vid, -etype, name, ranking, props))
+            else:
+                rels.append(_rel(prev.vid, dst.vid, etype, name, ranking, props))
+            nodes.append(dst)
+            prev = dst
+        path = Path.__new__(Path)
+        _osa(path, "nodes", tuple(nodes))
+        _osa(path, "relationships", tuple(rels))
+        return path
+
+
+class _Row(_Frozen):
+    __slots__ = ()
+
+    def __new__(cls, values: list[Any] | None = None) -> Any:
+        return values if values is not None else []
+
+
+class _DataSetUtf8(_Frozen):
+    __slots__ = ()
+
+    def __new__(cls, column_names: list[str] | None = None, rows: list[list[Any]] | None = None) -> Any:
+        return DecodedDataSet(column_names or [], rows or [])
+
+
+class _DataSetSafe(_Frozen):
+    __slots__ = ()
+
+    def __new__(cls, column_names: list[bytes] | None = None, rows: list[list[Any]] | None = None) -> Any:
+        return DecodedDataSet([_s(c) for c in column_names or ()], rows or [])
+
+
+class _NestedDataSetUtf8(_Frozen):
+    __slots__ = ()
+
+    def __new__(cls, column_names: list[str] | None = None, rows: list[list[Any]] | None = None) -> Any:
+        return DataSetValue(column_names or (), rows or ())
+
+
+class _NestedDataSetSafe(_Frozen):
+    __slots__ = ()
+
+    def __new__(cls, column_names: list[bytes] | None = None, rows: list[list[Any]] | None = None) -> Any:
+        return DataSetValue([_s(c) for c in column_names or ()], rows or ())
+
+
+class _ExecutionResponse(_Frozen):
+    __slots__ = ()
+
+    def __new__(
+        cls,
+        error_code: int = 0,
+        latency_in_us: int = 0,
+        data: DecodedDataSet | None = None,
+        space_name: bytes | None = None,
+        error_msg: bytes | None = None,
+        plan_desc: ttypes.PlanDescription | None = None,
+        comment: bytes | None = None,
+    ) -> Any:
+        return DecodedResponse(error_code, latency_in_us, data, space_name, error_msg, plan_desc, comment)
+
+
+class _ExecuteResult(_Frozen):
+    __slots__ = ()
+
+    def __new__(cls, success: DecodedResponse | None = None) -> Any:
+        return ExecuteReply(success)
+
+
+# ---- specs -----------------------------------------------------------------------------------
+
+_I8, _I16, _I32, _I64 = TType.BYTE, TType.I16, TType.I32, TType.I64
+_STR, _ST, _L, _M, _SET = TType.STRING, TType.STRUCT, TType.LIST, TType.MAP, TType.SET
+_BOOL, _DBL = TType.BOOL, TType.DOUBLE
+
+
+def _spec(*fields: tuple[int, int, str, Any]) -> tuple[Any, ...]:
+    size = max(f[0] for f in fields) + 1
+    out: list[Any] = [None] * size
+    for fid, ttype, name, args in fields:
+        out[fid] = (fid, ttype, name, args, None)
+    return tuple(out)
+
+
+def _build(utf8: bool) -> dict[str, list[Any]]:
+    """Build one spec tree. Returns ``{name: [cls, spec]}`` for the entry points."""
+    txt = "UTF8" if utf8 else "BINARY"
+    s_name = "v" if utf8 else "s"
+    value: list[Any] = [_ValueUtf8 if utf8 else _ValueSafe, None]
+    member: list[Any] = [_MemberUtf8 if utf8 else _MemberSafe, None]
+    props = (_STR, txt, _ST, value, False)
+    vlist = (_ST, value, False)
+    date = [_Date, _spec((1, _I16, "year", None), (2, _I8, "month", None), (3, _I8, "day", None))]
+    time = [
+        _Time,
+        _spec(
+            (1, _I8, "hour", None), (2, _I8, "minute", None), (3, _I8, "sec", None),
+            (4, _I32, "microsec", None),
+        ),
+    ]  # fmt: skip
+    datetime = [
+        _DateTime,
+        _spec(
+            (1, _I16, "year", None), (2, _I8, "month", None), (3, _I8, "day", None),
+            (4, _I8, "hour", None), (5, _I8, "minute", None), (6, _I8, "sec", None),
+            (7, _I32, "microsec", None),
+        ),
+    ]  # fmt: skip
+    tag = [
+        _TagUtf8 if utf8 else _TagSafe,
+        _spec((1, _STR, "name", txt), (2, _M, "props", props)),
+    ]
+    vertex = [_Vertex, _spec((1, _ST, "vid", value), (2, _L, "tags", (_ST, tag, False)))]
+    edge = [
+        _EdgeUtf8 if utf8 else _EdgeSafe,
+        _spec(
+            (1, _ST, "src", value), (2, _ST, "dst", value), (3, _I32, "type", None),
+            (4, _STR, "name", txt), (5, _I64, "ranking", None), (6, _M, "props", props),
+        ),
+    ]  # fmt: skip
+    step = [
+        _StepUtf8 if utf8 else _StepSafe,
+        _spec(
+            (1, _ST, "dst", vertex), (2, _I32, "type", None), (3, _STR, "name", txt),
+            (4, _I64, "ranking", None), (5, _M, "props", props),
+        ),
+    ]  # fmt: skip
+    path = [_Path, _spec((1, _ST, "src", vertex), (2, _L, "steps", (_ST, step, False)))]
+    nlist = [_NList, _spec((1, _L, "values", vlist))]
+    nmap = [_NMapUtf8 if utf8 else _NMapSafe, _spec((1, _M, "kvs", props))]
+    nset = [_NSet, _spec((1, _SET, "values", (_ST, member, False)))]
+    row = [_Row, _spec((1, _L, "values", vlist))]
+    nested = [
+        _NestedDataSetUtf8 if utf8 else _NestedDataSetSafe,
+        _spec((1, _L, "column_names", (_STR, txt, False)), (2, _L, "rows", (_ST, row, False))),
+    ]
+    coord = [_Coordinate, _spec((1, _DBL, "x", None), (2, _DBL, "y", None))]
+    point = [_Point, _spec((1, _ST, "coord", coord))]
+    line = [_LineString, _spec((1, _L, "coordList", (_ST, coord, False)))]
+    polygon = [_Polygon, _spec((1, _L, "coordListList", (_L, (_ST, coord, False), False)))]
+    geo = [
+        _Geography,
+        _spec((1, _ST, "v", point), (2, _ST, "v", line), (3, _ST, "v", polygon)),
+    ]
+    duration = [
+        _Duration,
+        _spec((1, _I64, "seconds", None), (2, _I32, "microseconds", None), (3, _I32, "months", None)),
+    ]
+    value_fields = (
+        (1, _I32, "n", None), (2, _BOOL, "v", None), (3, _I64, "v", None), (4, _DBL, "v", None),
+        (5, _STR, s_name, txt), (6, _ST, "v", date), (7, _ST, "v", time), (8, _ST, "v", datetime),
+        (9, _ST, "v", vertex), (10, _ST, "v", edge), (11, _ST, "v", path), (12, _ST, "v", nlist),
+        (13, _ST, "v", nmap), (14, _ST, "v", nset), (15, _ST, "v", nested), (16, _ST, "v", geo),
+        (17, _ST, "v", duration),
+    )  # fmt: skip
+    value[1] = _spec(*value_fields)
+    member[1] = value[1]
+    dataset = [
+        _DataSetUtf8 if utf8 else _DataSetSafe,
+        _spec((1, _L, "column_names", (_STR, txt, False)), (2, _L, "rows", (_ST, row, False))),
+    ]
+    response = [
+        _ExecutionResponse,
+        _spec(
+            (1, _I32, "error_code", None), (2, _I64, "latency_in_us", None),
+            (3, _ST, "data", dataset), (4, _STR, "space_name", "BINARY"),
+            (5, _STR, "error_msg", "BINARY"),
+            (6, _ST, "plan_desc", [ttypes.PlanDescription, ttypes.PlanDescription.thrift_spec]),
+            (7, _STR, "comment", "BINARY"),
+        ),
+    ]  # fmt: skip
+    result = [_ExecuteResult, _spec((0, _ST, "success", response))]
+    return {"value": value, "response": response, "result": result}
+
+
+_SAFE = _build(utf8=False)
+_FAST = _build(utf8=True)
+
+#: ``[cls, spec]`` for the ``execute`` / ``executeWithParameter`` result struct; decodes to an
+#: :class:`ExecuteReply` whose ``success`` is a :class:`DecodedResponse`. Never fails on bad UTF-8.
+EXECUTE_RESULT: list[Any] = _SAFE["result"]
+#: the same, with strings decoded by the C decoder (faster; raises on invalid UTF-8)
+EXECUTE_RESULT_UTF8: list[Any] = _FAST["result"]
+#: ``[cls, spec]`` decoding one graph ``Value`` struct to its Python value (safe strings)
+VALUE: list[Any] = _SAFE["value"]
+
+
+def decode_execute_reply(buf: bytes, pos: int, limits: wire.Limits = wire.DEFAULT_LIMITS) -> ExecuteReply:
+    """Decode an ``execute`` / ``executeWithParameter`` reply body at ``pos``.
+
+    Tries the faster UTF-8 spec first and, only if the reply holds invalid UTF-8, decodes again with
+    the safe spec (bad bytes become ``\\xNN`` escapes). Raises
+    :class:`~nebula_sync.errors.ProtocolError` on anything malformed.
+    """
+    try:
+        reply = wire.decode_struct(buf, pos, EXECUTE_RESULT_UTF8, limits)
+    except ProtocolError as exc:
+        if not isinstance(exc.__cause__, UnicodeDecodeError):
+            raise
+        reply = wire.decode_struct(buf, pos, EXECUTE_RESULT, limits)
+    if not isinstance(reply, ExecuteReply):  # pragma: no cover - the spec always builds one
+        raise ProtocolError("decoder returned an unexpected object")
+    return reply
+
+
+def decode_value(buf: bytes, pos: int = 0) -> Any:
+    """Decode one binary-encoded graph ``Value`` struct to its Python value."""
+    return wire.decode_struct(buf, pos, VALUE)
