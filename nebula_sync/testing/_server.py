@@ -172,6 +172,8 @@ class FakeGraphd:
     :param time_zone_name: sent in ``AuthResponse``.
     :param max_frame_size: larger request frames make the server close the connection.
     :param stop_timeout: how long :meth:`stop` waits for the server's threads.
+    :param clock: the clock session idle times are measured with (seconds, monotonic); tests can
+        pass a fake clock to expire sessions without waiting.
     """
 
     def __init__(
@@ -189,6 +191,7 @@ class FakeGraphd:
         time_zone_name: str = "UTC",
         max_frame_size: int = 64 * 1024 * 1024,
         stop_timeout: float = 5.0,
+        clock: Callable[[], float] = monotonic,
     ) -> None:
         self._family = _check_loopback(host)
         if not 0 <= port <= 65535:
@@ -209,6 +212,7 @@ class FakeGraphd:
         self._tz_name = time_zone_name
         self._max_frame_size = max_frame_size
         self._stop_timeout = stop_timeout
+        self._clock = clock
 
         # One lock for everything below; the condition wakes every waiter (rule holds, delays,
         # stalls, wait_for) whenever state changes, and each waiter re-checks its own predicate.
@@ -591,8 +595,8 @@ class FakeGraphd:
         """Drop sessions idle longer than the timeout. Caller holds the lock."""
         if self._session_idle_timeout is None:
             return
-        limit = monotonic() - self._session_idle_timeout
-        expired = [sid for sid, s in self._sessions.items() if s.last_used < limit and s.running == 0]
+        limit = self._clock() - self._session_idle_timeout
+        expired = [sid for sid, s in self._sessions.items() if s.last_used <= limit and s.running == 0]
         for sid in expired:
             del self._sessions[sid]
         self._stats.sessions_expired += len(expired)
@@ -914,7 +918,7 @@ class FakeGraphd:
             sid = 0
             while sid == 0 or sid in self._sessions:
                 sid = secrets.randbelow(2**62) + 1
-            self._sessions[sid] = _Session(sid, user, conn.ip, last_used=monotonic())
+            self._sessions[sid] = _Session(sid, user, conn.ip, last_used=self._clock())
             self._stats.authentications += 1
             self._cond.notify_all()
         resp = ttypes.AuthResponse(error_code=0, session_id=sid,
@@ -973,7 +977,7 @@ class FakeGraphd:
                 self._stats.invalid_session_requests += 1
                 self._cond.notify_all()
             else:
-                session.last_used = started
+                session.last_used = self._clock()
                 session.running += 1
                 self._stats.statement_started(sid, session.running)
                 self._log.append(LoggedStatement(sid, text, method, params))
@@ -988,7 +992,7 @@ class FakeGraphd:
         finally:
             with self._cond:
                 session.running -= 1
-                session.last_used = monotonic()
+                session.last_used = self._clock()
                 self._stats.running -= 1
                 self._cond.notify_all()
         return reply(resp)

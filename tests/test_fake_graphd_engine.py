@@ -1,0 +1,341 @@
+"""The fake graphd's statement engine, exercised over real sockets."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+from typing import TYPE_CHECKING, Any, Callable
+
+import pytest
+
+from nebula_sync._params import from_value, to_value
+from nebula_sync._thrift import ttypes
+from nebula_sync._thrift.ttypes import NullType, Value
+from nebula_sync.testing import FakeGraphd
+
+if TYPE_CHECKING:
+    from conftest import RawClient
+
+RawFactory = Callable[..., "RawClient"]
+
+
+@pytest.fixture
+def session(fake_graphd: FakeGraphd, raw_client: RawFactory) -> tuple[RawClient, int]:
+    client = raw_client(fake_graphd)
+    return client, client.session()
+
+
+def run(session: tuple[RawClient, int], stmt: str, **params: Any) -> ttypes.ExecutionResponse:
+    client, sid = session
+    resp: ttypes.ExecutionResponse = client.execute(sid, stmt, {k: to_value(v) for k, v in params.items()})
+    return resp
+
+
+def one(session: tuple[RawClient, int], expr: str, **params: Any) -> Value:
+    resp = run(session, f"RETURN {expr}", **params)
+    assert resp.error_code == 0, (expr, resp.error_msg)
+    assert len(resp.data.rows) == 1 and len(resp.data.rows[0].values) == 1
+    value: Value = resp.data.rows[0].values[0]
+    return value
+
+
+EXPRESSIONS: list[tuple[str, Any]] = [
+    # literals
+    ("1", 1),
+    ("-1", -1),
+    ("0x1F", 31),
+    ("9223372036854775807", 2**63 - 1),
+    ("-9223372036854775808", -(2**63)),
+    ("1.5", 1.5),
+    ("1e3", 1000.0),
+    (".25", 0.25),
+    ("true", True),
+    ("FALSE", False),
+    ("null", None),
+    ("NULL", None),
+    ('"double"', "double"),
+    ("'single'", "single"),
+    (r'"esc\"aped\n\t\\"', 'esc"aped\n\t\\'),
+    (r"'it\'s'", "it's"),
+    (r'"\u00fc"', "ü"),
+    ('"ünï©ødé"', "ünï©ødé"),
+    ('"# not a comment"', "# not a comment"),
+    ('"a;b"', "a;b"),
+    ("[]", []),
+    ("[1, 'a', null, [true]]", [1, "a", None, [True]]),
+    ("{}", {}),
+    ("{a: 1, `b c`: [2], \"d\": {e: null}}", {"a": 1, "b c": [2], "d": {"e": None}}),
+    ("{1, 2, 2, 3}", {1, 2, 3}),
+    # arithmetic and precedence
+    ("1 + 2 * 3", 7),
+    ("(1 + 2) * 3", 9),
+    ("10 - 4 - 3", 3),
+    ("2 * 3 % 4", 2),
+    ("7 / 2", 3),
+    ("-7 / 2", -3),
+    ("7 / -2", -3),
+    ("7 % 3", 1),
+    ("-7 % 3", -1),
+    ("7 % -3", 1),
+    ("7.0 / 2", 3.5),
+    ("1 / 4.0", 0.25),
+    ("5.5 % 2", 1.5),
+    ("- (2 + 3)", -5),
+    ("-(-2)", 2),
+    ("+3", 3),
+    ("1 + 2.5", 3.5),
+    ("0.1 + 0.2", 0.1 + 0.2),
+    # strings and lists
+    ('"a" + "b"', "ab"),
+    ("'n=' + 1", "n=1"),
+    ("'f=' + 1.5", "f=1.5"),
+    ("'f=' + 2.0", "f=2"),
+    ("1 + 'x'", "1x"),
+    ("'b=' + true", "b=true"),
+    ("[1] + [2, 3]", [1, 2, 3]),
+    ("[1] + 2", [1, 2]),
+    ("0 + [1]", [0, 1]),
+    # null propagation and comparisons
+    ("null + 1", None),
+    ("1 - null", None),
+    ("1 == 1", True),
+    ("1 == 1.0", True),
+    ("1 <> 2", True),
+    ("1 != 1", False),
+    ("2 > 1 AND 1 < 2", True),
+    ("'a' < 'b'", True),
+    ("NOT (1 >= 2)", True),
+    ("true XOR true", False),
+    ("false OR true", True),
+    ("null == 1", None),
+]
+
+
+@pytest.mark.parametrize(("expr", "expected"), EXPRESSIONS)
+def test_expressions(session: tuple[RawClient, int], expr: str, expected: Any) -> None:
+    value = one(session, expr)
+    got = from_value(value)
+    if isinstance(expected, float):
+        assert value.fVal is not None and math.isclose(got, expected), (expr, value)
+    else:
+        assert got == expected, (expr, value)
+        assert type(got) is type(expected), (expr, value)
+
+
+SPECIAL_NULLS = [
+    ("1 / 0", NullType.DIV_BY_ZERO),
+    ("1 % 0", NullType.DIV_BY_ZERO),
+    ("9223372036854775807 + 1", NullType.ERR_OVERFLOW),
+    ("-9223372036854775808 - 1", NullType.ERR_OVERFLOW),
+    ("4611686018427387904 * 2", NullType.ERR_OVERFLOW),
+    ("-9223372036854775808 / -1", NullType.ERR_OVERFLOW),
+    ("-(-9223372036854775808)", NullType.ERR_OVERFLOW),
+    ("'a' * 2", NullType.BAD_TYPE),
+    ("true + 1", NullType.BAD_TYPE),
+    ("'a' - 'b'", NullType.BAD_TYPE),
+    ("-'a'", NullType.BAD_TYPE),
+    ("1 AND true", NullType.BAD_TYPE),
+    ("{a: 1} + 1", NullType.BAD_TYPE),
+]
+
+
+@pytest.mark.parametrize(("expr", "kind"), SPECIAL_NULLS)
+def test_value_errors_are_special_nulls(session: tuple[RawClient, int], expr: str, kind: int) -> None:
+    assert one(session, expr) == Value(nVal=kind)
+
+
+def test_float_division_by_zero_follows_ieee(session: tuple[RawClient, int]) -> None:
+    assert one(session, "1.0 / 0").fVal == math.inf
+    assert one(session, "-1 / 0.0").fVal == -math.inf
+
+
+@pytest.mark.parametrize(
+    ("stmt", "columns"),
+    [
+        ("RETURN 1", ["1"]),
+        ("RETURN 1+2", ["1+2"]),
+        ("RETURN  1 + 2 ", ["1 + 2"]),
+        ("YIELD 1 AS a, 'x' AS `weird name`, $p", ["a", "weird name", "$p"]),
+        ("RETURN [1, 2] AS list, {k: 1}", ["list", "{k: 1}"]),
+        ("return (1) as A", ["A"]),
+    ],
+)
+def test_column_names(session: tuple[RawClient, int], stmt: str, columns: list[str]) -> None:
+    resp = run(session, stmt, p=1)
+    assert resp.error_code == 0, resp.error_msg
+    assert resp.data.column_names == [c.encode() for c in columns]
+
+
+def test_several_columns_in_one_row(session: tuple[RawClient, int]) -> None:
+    resp = run(session, "YIELD 1 AS a, 2.5 AS b, 'c' AS c, null AS d")
+    assert [from_value(v) for v in resp.data.rows[0].values] == [1, 2.5, "c", None]
+
+
+PARAMS: list[Any] = [
+    0,
+    -(2**63),
+    2**63 - 1,
+    3.25,
+    True,
+    None,
+    "text with 'quotes' and \"more\"",
+    [1, [2, [3]]],
+    {"k": {"nested": [1.5, None]}},
+    {1, 2},
+    datetime.date(2024, 2, 29),
+    datetime.datetime(2024, 1, 2, 3, 4, 5, 6, tzinfo=datetime.timezone.utc),
+    datetime.time(1, 2, 3, 4, tzinfo=datetime.timezone.utc),
+]
+
+
+@pytest.mark.parametrize("param", PARAMS, ids=repr)
+def test_parameters_come_back_unchanged(session: tuple[RawClient, int], param: Any) -> None:
+    value = one(session, "$p", p=param)
+    assert value == to_value(param)
+    assert from_value(value) == param
+
+
+def test_parameters_in_arithmetic(session: tuple[RawClient, int]) -> None:
+    assert from_value(one(session, "$a * ($b + 1)", a=6, b=6)) == 42
+    assert from_value(one(session, "$name + '!'", name="Tim")) == "Tim!"
+
+
+@pytest.mark.parametrize(
+    ("stmt", "code", "message"),
+    [
+        ("RETURN", -1004, "SyntaxError: syntax error near `RETURN'"),
+        ("RETURN 1 +", -1004, "SyntaxError: syntax error near `+'"),
+        ("RETURN (1", -1004, "SyntaxError: syntax error near `1'"),
+        ("RETURN 1 1", -1004, "SyntaxError: syntax error near `1'"),
+        ("RETURN [1, ]", -1004, "SyntaxError: syntax error near `]'"),
+        ("RETURN 'unterminated", -1004, "SyntaxError: syntax error near `'unterminated'"),
+        ("RETURN 1 AS", -1004, "SyntaxError: syntax error near `AS'"),
+        ("RETURN 9223372036854775808", -1004, "SyntaxError: Out of range: near `9223372036854775808'"),
+        ("RETURN 12abc", -1004, "SyntaxError: syntax error near `12abc'"),
+        ("RETURN foo", -1004, "SyntaxError: syntax error near `foo'"),
+        ("MATCH (v) RETURN v", -1004, "SyntaxError: syntax error near `MATCH'"),
+        ("SHOW HOSTS", -1004, "SyntaxError: syntax error near `HOSTS'"),
+        ("USE", -1004, "SyntaxError: syntax error near `USE'"),
+        ("RETURN 1 ?", -1004, "SyntaxError: syntax error near `?'"),
+        ("RETURN $missing", -1009, "SemanticError: Undefined parameters: `$missing'"),
+        ("USE nowhere", -1005, "SpaceNotFound: SpaceName `nowhere'"),
+        ("", -1006, "StatementEmpty: "),
+        ("   ", -1006, "StatementEmpty: "),
+        (";;", -1006, "StatementEmpty: "),
+        ("# only a comment", -1006, "StatementEmpty: "),
+        ("/* block */ // line", -1006, "StatementEmpty: "),
+    ],
+)
+def test_errors(session: tuple[RawClient, int], stmt: str, code: int, message: str) -> None:
+    resp = run(session, stmt)
+    assert (resp.error_code, resp.error_msg) == (code, message.encode())
+    assert resp.data is None
+    assert resp.space_name == b""  # filled on errors too
+
+
+def test_comments_are_ignored(session: tuple[RawClient, int]) -> None:
+    resp = run(session, "/* lead */ RETURN 1 AS a # trailing\n// more")
+    assert resp.error_code == 0 and resp.data.column_names == [b"a"]
+
+
+def test_use_and_space_name(session: tuple[RawClient, int]) -> None:
+    assert run(session, "RETURN 1").space_name == b""
+    resp = run(session, "USE test")
+    assert (resp.error_code, resp.space_name, resp.data) == (0, b"test", None)
+    assert run(session, "RETURN 1").space_name == b"test"
+    failed = run(session, "RETURN $nope")
+    assert failed.space_name == b"test"
+    assert run(session, "use `basketballplayer`").space_name == b"basketballplayer"
+    bad = run(session, "USE missing")
+    assert (bad.error_code, bad.space_name) == (-1005, b"basketballplayer")
+
+
+def test_multi_statement_returns_the_last_result(session: tuple[RawClient, int]) -> None:
+    resp = run(session, "USE test; RETURN 1 AS a; RETURN 'last' AS b;")
+    assert resp.error_code == 0
+    assert resp.space_name == b"test"
+    assert resp.data.column_names == [b"b"]
+    assert from_value(resp.data.rows[0].values[0]) == "last"
+    resp = run(session, "RETURN 1; USE basketballplayer")
+    assert (resp.data, resp.space_name) == (None, b"basketballplayer")
+
+
+def test_a_failing_request_runs_none_of_its_statements(session: tuple[RawClient, int]) -> None:
+    for stmt in ("USE test; RETURN 1 +", "USE test; RETURN $missing", "USE test; USE missing"):
+        resp = run(session, stmt)
+        assert resp.error_code != 0
+        assert resp.space_name == b"", stmt
+
+
+def test_space_is_per_session(fake_graphd: FakeGraphd, raw_client: RawFactory) -> None:
+    client = raw_client(fake_graphd)
+    a, b = client.session(), client.session()
+    client.execute(a, "USE test")
+    assert client.execute(b, "RETURN 1").space_name == b""
+    assert client.execute(a, "RETURN 1").space_name == b"test"
+
+
+def test_show_spaces(fake_graphd_factory: Callable[..., FakeGraphd], raw_client: RawFactory) -> None:
+    server = fake_graphd_factory(spaces=["zeta", "alpha"])
+    client = raw_client(server)
+    sid = client.session()
+    resp = client.execute(sid, "SHOW SPACES")
+    assert resp.data.column_names == [b"Name"]
+    assert [r.values[0].sVal for r in resp.data.rows] == [b"alpha", b"zeta"]
+    server.add_space("mid")
+    assert client.execute(sid, "USE mid").error_code == 0
+    server.drop_space("zeta")
+    assert client.execute(sid, "USE zeta").error_code == -1005
+    assert server.spaces == ["alpha", "mid"]
+
+
+def test_default_spaces(fake_graphd: FakeGraphd) -> None:
+    assert fake_graphd.spaces == ["basketballplayer", "test"]
+
+
+def test_json_reply_shape(fake_graphd: FakeGraphd, raw_client: RawFactory) -> None:
+    client = raw_client(fake_graphd)
+    sid = client.session()
+    raw = client.execute(sid, "USE test; RETURN 1 AS a, 'x' AS b, [1, null] AS c",
+                         method="executeJsonWithParameter")  # fmt: skip
+    doc = json.loads(raw)
+    assert doc["errors"] == [{"code": 0}]
+    (result,) = doc["results"]
+    assert result["errors"] == {"code": 0}
+    assert result["columns"] == ["a", "b", "c"]
+    assert result["data"] == [{"row": [1, "x", [1, None]], "meta": [None, None, [None, None]]}]
+    assert result["spaceName"] == "test"
+    assert isinstance(result["latencyInUs"], int)
+    failed = json.loads(client.execute(sid, "RETURN 1 +", method="executeJson"))
+    err = {"code": -1004, "message": "SyntaxError: syntax error near `+'"}
+    assert failed["errors"] == [err]
+    assert failed["results"][0]["errors"] == err
+    assert "columns" not in failed["results"][0]
+    assert failed["results"][0]["spaceName"] == "test"
+
+
+def test_json_with_parameters(fake_graphd: FakeGraphd, raw_client: RawFactory) -> None:
+    client = raw_client(fake_graphd)
+    sid = client.session()
+    raw = client.execute(sid, "RETURN $d AS d, $t AS t", {
+        "d": to_value(datetime.date(2021, 12, 21)),
+        "t": to_value(datetime.datetime(2021, 12, 21, 13, 30, 15, tzinfo=datetime.timezone.utc)),
+    }, method="executeJsonWithParameter")  # fmt: skip
+    result = json.loads(raw)["results"][0]
+    assert result["data"] == [{"row": ["2021-12-21", "2021-12-21T13:30:15.0Z"],
+                               "meta": [{"type": "date"}, {"type": "datetime"}]}]  # fmt: skip
+
+
+def test_statement_log(fake_graphd: FakeGraphd, raw_client: RawFactory) -> None:
+    client = raw_client(fake_graphd)
+    sid = client.session()
+    client.execute(sid, "RETURN $x", {"x": Value(iVal=1)})
+    client.execute(sid, "RETURN 2", method="execute")
+    client.execute(0, "YIELD 1")  # pings are not statements
+    log = fake_graphd.statement_log()
+    assert [(e.session_id, e.statement, e.method) for e in log] == [
+        (sid, "RETURN $x", "executeWithParameter"),
+        (sid, "RETURN 2", "execute"),
+    ]
+    assert log[0].parameters == {"x": Value(iVal=1)}
