@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as _dt
 import math
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, ClassVar, Union
+from typing import Any, Callable, ClassVar, Union
 
 import attrs
 
@@ -714,6 +714,84 @@ def format_value(value: Any) -> str:
 _PRIMITIVE = frozenset((type(None), bool, int, float, str))
 
 
+def _props_primitive(props: Mapping[str, Any]) -> dict[str, Any]:
+    """A property map as primitives; a plain copy when every value already is one."""
+    if _PRIMITIVE.issuperset(map(type, props.values())):
+        return dict(props)
+    return {k: to_primitive(v) for k, v in props.items()}
+
+
+def _node_primitive(value: Node) -> dict[str, Any]:
+    tags = value.tag_properties
+    vid = value.vid
+    return {
+        "vid": vid if type(vid) in _PRIMITIVE else to_primitive(vid),
+        "tags": list(tags),
+        "properties": {t: _props_primitive(p) for t, p in tags.items()},
+    }
+
+
+def _relationship_primitive(value: Relationship) -> dict[str, Any]:
+    return {
+        "src": to_primitive(value.src),
+        "dst": to_primitive(value.dst),
+        "type": value.edge_name,
+        "rank": value.ranking,
+        "properties": _props_primitive(value.props),
+    }
+
+
+def _path_primitive(value: Path) -> dict[str, Any]:
+    return {
+        "nodes": [_node_primitive(n) for n in value.nodes],
+        "relationships": [_relationship_primitive(r) for r in value.relationships],
+        "length": len(value),
+    }
+
+
+def _list_primitive(value: Any) -> list[Any]:
+    if _PRIMITIVE.issuperset(map(type, value)):
+        return list(value)
+    return [to_primitive(v) for v in value]
+
+
+def _dataset_primitive(value: DataSetValue) -> list[dict[str, Any]]:
+    return [{k: to_primitive(v) for k, v in zip(value.column_names, r)} for r in value.rows]
+
+
+def _null_primitive(value: Any) -> None:
+    return None
+
+
+def _wkt(value: Any) -> str:
+    return value.wkt  # type: ignore[no-any-return]
+
+
+_TO_PRIMITIVE: dict[type, Callable[[Any], Any]] = {
+    Node: _node_primitive,
+    Relationship: _relationship_primitive,
+    Path: _path_primitive,
+    list: _list_primitive,
+    tuple: _list_primitive,
+    set: _list_primitive,
+    frozenset: _list_primitive,
+    SetList: _list_primitive,
+    dict: _props_primitive,
+    _dt.date: _dt.date.isoformat,
+    _dt.datetime: _dt.datetime.isoformat,
+    _dt.time: _dt.time.isoformat,
+    NullValue: _null_primitive,
+    DataSetValue: _dataset_primitive,
+    Point: _wkt,
+    LineString: _wkt,
+    Polygon: _wkt,
+    Duration: str,
+    RawDate: str,
+    RawTime: str,
+    RawDateTime: str,
+}
+
+
 def to_primitive(value: Any) -> Any:
     """``value`` as JSON-friendly primitives: ``None``, bool, int, float, str, list and dict.
 
@@ -725,43 +803,32 @@ def to_primitive(value: Any) -> Any:
     kind = type(value)
     if kind in _PRIMITIVE:
         return value
+    conv = _TO_PRIMITIVE.get(kind)
+    if conv is not None:
+        return conv(value)
+    # subclasses of the types above
     if isinstance(value, NullValue):
         return None
     if isinstance(value, (list, tuple, set, frozenset)):
         return [to_primitive(v) for v in value]
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):
         return {k: to_primitive(v) for k, v in value.items()}
-    if isinstance(value, (_dt.date, _dt.time)):  # datetime is a date
+    if isinstance(value, (_dt.date, _dt.time)):
         return value.isoformat()
-    if isinstance(value, Node):
-        return {
-            "vid": to_primitive(value.vid),
-            "tags": list(value.tag_properties),
-            "properties": {
-                t: {k: to_primitive(v) for k, v in p.items()} for t, p in value.tag_properties.items()
-            },
-        }
-    if isinstance(value, Relationship):
-        return {
-            "src": to_primitive(value.src),
-            "dst": to_primitive(value.dst),
-            "type": value.edge_name,
-            "rank": value.ranking,
-            "properties": {k: to_primitive(v) for k, v in value.props.items()},
-        }
-    if isinstance(value, Path):
-        return {
-            "nodes": [to_primitive(n) for n in value.nodes],
-            "relationships": [to_primitive(r) for r in value.relationships],
-            "length": len(value),
-        }
-    if isinstance(value, DataSetValue):
-        return [{k: to_primitive(v) for k, v in zip(value.column_names, r)} for r in value.rows]
-    if isinstance(value, (Point, LineString, Polygon)):
-        return value.wkt
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, str):
+        return str(value)
     if isinstance(value, bytes):
         return value.decode("utf-8", "backslashreplace")
-    return str(value)  # Duration, RawDate, RawTime, RawDateTime
+    for cls, conv in _TO_PRIMITIVE.items():
+        if isinstance(value, cls):
+            return conv(value)
+    return str(value)
 
 
 # ---- ValueWrapper ----------------------------------------------------------------------------
