@@ -205,11 +205,13 @@ def fake_graphd_cluster(fake_graphd_factory: Callable[..., FakeGraphd]) -> list[
 
 @pytest.fixture
 def raw_client() -> Iterator[Callable[..., RawClient]]:
-    """``raw_client(server, framing="theader", protocol="binary", **kw)`` -> a connected RawClient."""
+    """``raw_client(server_or_(host, port), framing="theader", protocol="binary", **kw)`` -> a
+    connected RawClient, closed after the test."""
     clients: list[RawClient] = []
 
-    def make(server: FakeGraphd, **kwargs: Any) -> RawClient:
-        client = RawClient(server.host, server.port, **kwargs)
+    def make(server: FakeGraphd | tuple[str, int], **kwargs: Any) -> RawClient:
+        host, port = (server.host, server.port) if isinstance(server, FakeGraphd) else server
+        client = RawClient(host, port, **kwargs)
         clients.append(client)
         return client
 
