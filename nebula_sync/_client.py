@@ -222,7 +222,11 @@ class NebulaClient:
         self._pid = os.getpid()
         self._build()
         self._closed = False
-        self._probe_hosts()
+        try:
+            self._probe_hosts()
+        except BaseException:
+            self._closed = True
+            raise
         _register_fork_handler(self)
 
     def __repr__(self) -> str:
@@ -300,7 +304,8 @@ class NebulaClient:
         """
         self._check()
         prepared = _prepare(statement, params)
-        return self._run(prepared, timeout, idempotent)
+        result: ResultSet = self._run(prepared, timeout, idempotent)
+        return result
 
     def execute_py(
         self,
@@ -318,7 +323,8 @@ class NebulaClient:
         """
         self._check()
         prepared = _prepare_py(statement, params)
-        return self._run(prepared, timeout, idempotent)
+        result: ResultSet = self._run(prepared, timeout, idempotent)
+        return result
 
     def execute_json(
         self,

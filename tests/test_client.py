@@ -1,0 +1,497 @@
+"""NebulaClient over real sockets against the fake graphd: the pooled-client acceptance tests."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from nebula_sync import (
+    ConnectionConfig,
+    NebulaClient,
+    SessionConfig,
+    SessionPoolConfig,
+)
+from nebula_sync.errors import (
+    AuthenticationError,
+    ClientClosed,
+    ConnectionFailed,
+    IncompatibleServer,
+    NoHostAvailable,
+    OutcomeUnknown,
+    PoolTimeout,
+    RequestTimeout,
+    SemanticError,
+    StatementSyntaxError,
+)
+from nebula_sync.testing import FakeGraphd
+
+ROOT = Path(__file__).resolve().parent.parent
+SEEDS = ROOT.parent / "shared" / "seeds" / "000_c77fbd4991a44660.txt"
+
+Factory = Callable[..., FakeGraphd]
+
+
+def make_client(*servers: FakeGraphd, size: int = 3, wait: float | None = 5.0, **kw: Any) -> NebulaClient:
+    conn = kw.pop("conn_config", ConnectionConfig(connect_timeout=2.0, request_timeout=10.0))
+    return NebulaClient(
+        hosts=[s.address for s in servers],
+        username=kw.pop("username", "root"),
+        password=kw.pop("password", "nebula"),
+        session_pool_config=SessionPoolConfig(size=size, wait_timeout=wait),
+        conn_config=conn,
+        **kw,
+    )
+
+
+def settled(server: FakeGraphd, timeout: float = 5.0) -> Any:
+    """Wait until the server saw every session signed out and every connection closed."""
+    return server.wait_for(lambda s: s.sessions_open == 0 and s.connections_open == 0, timeout)
+
+
+# ---- 1. the seed examples ------------------------------------------------------------------
+
+
+def _seed_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", SEEDS.read_text(), re.S)
+
+
+@pytest.mark.skipif(not SEEDS.exists(), reason="shared/ seeds are not beside the checkout")
+def test_examples_are_the_seed_code_with_only_the_import_changed() -> None:
+    blocks = _seed_blocks()
+    ours = [(ROOT / "examples" / n).read_text() for n in ("seed_async_gather.py", "seed_thread_pool.py")]
+    assert len(blocks) == 2
+    for seed, mine in zip(blocks, ours):
+        assert mine == seed.replace("from nebulagraph_python import", "from nebula_sync import")
+
+
+def _fixed_port_servers(ports: list[int]) -> Iterator[list[FakeGraphd]]:
+    servers = [FakeGraphd(port=p).start() for p in ports]
+    try:
+        yield servers
+    finally:
+        for s in servers:
+            s.stop()
+
+
+@pytest.fixture
+def seed_hosts() -> Iterator[list[FakeGraphd]]:
+    """Fake graphds on the ports the seed examples name (9669, 9670)."""
+    yield from _fixed_port_servers([9669, 9670])
+
+
+def _run_example(name: str) -> str:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / name)],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_seed_async_example_runs_and_respects_per_session_concurrency(seed_hosts: list[FakeGraphd]) -> None:
+    # Slow each statement down so the six run at the same time; the servers count the overlap.
+    for server in seed_hosts:
+        server.script(re.compile(r"^RETURN \d+$"), delay=0.3)
+    out = _run_example("seed_async_gather.py")
+    # Each of the six results is printed as a table holding its own value.
+    for i in range(6):
+        assert re.search(rf"\|\s*{i}\s*\|", out), out
+    assert out.count("Got 1 row") == 6
+    total = 0
+    for server in seed_hosts:
+        stats = settled(server)
+        assert stats.max_concurrent_statements_per_session <= 1
+        assert stats.max_concurrent_statements <= 3  # size=3 sessions on this host
+        total += stats.statements
+    assert total >= 6
+
+
+def test_seed_thread_pool_example_runs(seed_hosts: list[FakeGraphd]) -> None:
+    out = _run_example("seed_thread_pool.py")
+    lines = [ln for ln in out.splitlines() if ln.startswith("{")]
+    assert lines == [f"{{'idx': [{x}]}}" for x in range(8)]
+    stats = settled(seed_hosts[0])
+    assert stats.max_concurrent_statements_per_session == 1
+    assert stats.max_concurrent_statements <= 4  # default SessionPoolConfig size
+
+
+# ---- 2. many threads, three hosts ----------------------------------------------------------
+
+
+def test_32_threads_each_get_their_own_results(fake_graphd_factory: Factory) -> None:
+    servers = [fake_graphd_factory() for _ in range(3)]
+    client = make_client(*servers, size=4, wait=30.0)
+    errors: list[str] = []
+
+    def worker(t: int) -> int:
+        done = 0
+        for i in range(300):
+            rs = client.execute("RETURN $t AS t, $i AS i, $t * 1000 + $i AS k", {"t": t, "i": i})
+            row = rs.rows()[0]
+            if row != (t, i, t * 1000 + i):
+                errors.append(f"thread {t} statement {i} got {row}")
+            done += 1
+        return done
+
+    with ThreadPoolExecutor(32) as pool:
+        counts = list(pool.map(worker, range(32)))
+    assert errors == []
+    assert sum(counts) == 32 * 300
+    stats = client.stats()
+    assert sum(h.statements for h in stats.hosts) == 32 * 300
+    client.close()
+    seen = 0
+    for server in servers:
+        s = settled(server)
+        assert s.max_concurrent_statements_per_session == 1
+        assert s.max_concurrent_statements <= 4
+        assert s.authentications <= 4 + s.signouts  # never more than size live sessions per host
+        seen += s.statements
+    assert seen == 32 * 300
+    # round-robin: every host served a fair share
+    for server in servers:
+        assert server.stats().statements > 32 * 300 // 6
+
+
+# ---- 3. pool exhaustion --------------------------------------------------------------------
+
+
+def test_borrow_fails_after_wait_timeout(fake_graphd: FakeGraphd) -> None:
+    rule = fake_graphd.script("RETURN 'block'", hold=True)
+    client = make_client(fake_graphd, size=1, wait=0.5)
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            blocked = pool.submit(client.execute, "RETURN 'block'")
+            fake_graphd.wait_for(lambda s: s.statements_running == 1)
+            start = time.monotonic()
+            with pytest.raises(PoolTimeout) as info:
+                client.execute("RETURN 1")
+            waited = time.monotonic() - start
+            assert 0.5 <= waited <= 0.7
+            text = str(info.value)
+            assert "1 host(s)" in text and "size=1" in text and "0.5" in text
+            rule.release()
+            assert blocked.result(5).rows() == [("block",)]
+    finally:
+        client.close()
+
+
+def test_wait_timeout_zero_fails_at_once(fake_graphd: FakeGraphd) -> None:
+    rule = fake_graphd.script("RETURN 'block'", hold=True)
+    with make_client(fake_graphd, size=1, wait=0) as client, ThreadPoolExecutor(1) as pool:
+        blocked = pool.submit(client.execute, "RETURN 'block'")
+        fake_graphd.wait_for(lambda s: s.statements_running == 1)
+        start = time.monotonic()
+        with pytest.raises(PoolTimeout):
+            client.execute("RETURN 1")
+        assert time.monotonic() - start < 0.1
+        rule.release()
+        blocked.result(5)
+
+
+def test_wait_timeout_none_waits_until_a_session_is_free(fake_graphd: FakeGraphd) -> None:
+    rule = fake_graphd.script("RETURN 'block'", hold=True)
+    with make_client(fake_graphd, size=1, wait=None) as client, ThreadPoolExecutor(2) as pool:
+        blocked = pool.submit(client.execute, "RETURN 'block'")
+        fake_graphd.wait_for(lambda s: s.statements_running == 1)
+        waiting = pool.submit(client.execute, "RETURN 2 AS two")
+        # The second caller is queued on the pool, not on the server.
+        deadline = time.monotonic() + 5
+        while client.stats().hosts[0].session_waiters != 1:
+            assert time.monotonic() < deadline, "the second caller never queued"
+            threading.Event().wait(0.01)
+        assert not waiting.done()
+        rule.release()
+        assert blocked.result(5).rows() == [("block",)]
+        assert waiting.result(5).rows() == [(2,)]
+
+
+# ---- 4. one host down at construction, then back -------------------------------------------
+
+
+def test_host_down_at_construction_comes_back(fake_graphd_factory: Factory) -> None:
+    servers = [fake_graphd_factory() for _ in range(3)]
+    down = servers[2]
+    down.stop()
+    client = make_client(*servers, size=2)
+    try:
+        for i in range(30):
+            assert client.execute("RETURN $i", {"i": i}).rows() == [(i,)]
+        assert client.stats().host(down.address).state == "down"
+        assert servers[0].stats().statements > 0 and servers[1].stats().statements > 0
+        down.start()
+        deadline = time.monotonic() + 20
+        while down.stats().statements == 0:
+            assert time.monotonic() < deadline, "the restarted host never received a statement"
+            client.execute("RETURN 1")
+        assert client.stats().host(down.address).state == "up"
+    finally:
+        client.close()
+
+
+def test_construction_fails_when_too_few_hosts_answer(fake_graphd_factory: Factory) -> None:
+    a, b = fake_graphd_factory(), fake_graphd_factory()
+    b.stop()
+    with pytest.raises(NoHostAvailable) as info:
+        make_client(a, b, min_healthy_hosts=2)
+    assert b.address in str(info.value)
+    settled(a)
+
+
+def test_all_hosts_down_gives_no_host_available(fake_graphd: FakeGraphd) -> None:
+    client = make_client(fake_graphd)
+    try:
+        fake_graphd.stop()
+        with pytest.raises((ConnectionFailed, OutcomeUnknown)):
+            client.execute("RETURN 1")
+        with pytest.raises(NoHostAvailable) as info:
+            client.execute("RETURN 1")
+        assert fake_graphd.address in str(info.value)
+    finally:
+        client.close()
+
+
+# ---- 5. graphd forgets every session -------------------------------------------------------
+
+
+def test_forgotten_sessions_are_renewed_transparently_in_the_space(fake_graphd: FakeGraphd) -> None:
+    client = make_client(fake_graphd, size=2, session_config=SessionConfig(space="test"))
+    try:
+        for _ in range(4):
+            client.execute("RETURN 1")
+        assert fake_graphd.forget_sessions() >= 1
+        with ThreadPoolExecutor(2) as pool:
+            results = list(pool.map(lambda i: client.execute("RETURN $i", {"i": i}), range(10)))
+        assert [r.rows() for r in results] == [[(i,)] for i in range(10)]
+        assert all(r.space_name == "test" for r in results)
+        sessions = fake_graphd.sessions()
+        assert sessions and all(s.space == "test" for s in sessions)
+        assert client.stats().hosts[0].session_renewals >= 1
+    finally:
+        client.close()
+    settled(fake_graphd)
+
+
+def test_space_changed_by_a_statement_is_restored(fake_graphd: FakeGraphd) -> None:
+    with make_client(fake_graphd, size=1, session_config=SessionConfig(space="test")) as client:
+        rs = client.execute("USE basketballplayer; RETURN 1")
+        assert rs.space_name == "basketballplayer"
+        assert client.execute("RETURN 2").space_name == "test"
+        assert [s.space for s in fake_graphd.sessions()] == ["test"]
+
+
+def test_unconfigured_space_session_is_not_shared_after_use(fake_graphd: FakeGraphd) -> None:
+    with make_client(fake_graphd, size=1) as client:
+        client.execute("USE test")
+        assert client.execute("RETURN 1").space_name == ""
+        s = fake_graphd.wait_for(lambda s: s.signouts == 1)
+        assert s.sessions_open == 1
+
+
+# ---- 6. request timeout --------------------------------------------------------------------
+
+
+def test_slow_statement_times_out_and_the_next_gets_its_own_result(fake_graphd: FakeGraphd) -> None:
+    fake_graphd.script("RETURN 'slow'", delay=2.0, columns=["v"], rows=[["late reply"]])
+    cfg = ConnectionConfig(connect_timeout=2.0, request_timeout=0.5)
+    with make_client(fake_graphd, size=1, conn_config=cfg) as client:
+        start = time.monotonic()
+        with pytest.raises(RequestTimeout) as info:
+            client.execute("RETURN 'slow'")
+        elapsed = time.monotonic() - start
+        assert 0.5 <= elapsed <= 1.0
+        assert isinstance(info.value, OutcomeUnknown) and not info.value.is_retryable()
+        assert client.stats().hosts[0].connections_discarded >= 1
+        assert client.execute("RETURN 'fresh' AS v").rows() == [("fresh",)]
+        # The session survived the timeout: the same server session ran both statements.
+        log = [e for e in fake_graphd.statement_log() if "RETURN" in e.statement]
+        assert log[0].session_id == log[-1].session_id
+
+
+def test_idempotent_statement_is_retried_after_a_drop(fake_graphd: FakeGraphd) -> None:
+    fake_graphd.script("RETURN 'flaky'", drop="mid_reply", times=1)
+    with make_client(fake_graphd, size=1) as client:
+        with pytest.raises(OutcomeUnknown):
+            client.execute("RETURN 'flaky'")
+        fake_graphd.script("RETURN 'flaky'", drop="mid_reply", times=1)
+        assert client.execute("RETURN 'flaky'", idempotent=True).rows() == [("flaky",)]
+
+
+def test_per_call_timeout_overrides_request_timeout(fake_graphd: FakeGraphd) -> None:
+    fake_graphd.script("RETURN 'slow'", delay=1.0)
+    with make_client(fake_graphd, size=1) as client:
+        with pytest.raises(RequestTimeout):
+            client.execute("RETURN 'slow'", timeout=0.2)
+        assert client.execute("RETURN 'slow'", timeout=5.0).rows() == [("slow",)]
+
+
+# ---- 7. wrong password ---------------------------------------------------------------------
+
+
+def test_wrong_password_leaks_nothing_and_backs_off() -> None:
+    with FakeGraphd(users={"root": "nebula"}) as server:
+        client = make_client(server, size=2, password="wrong")
+        try:
+            for _ in range(100):
+                with pytest.raises(AuthenticationError) as info:
+                    client.execute("RETURN 1")
+            assert "root" in str(info.value) and "wrong" not in str(info.value)
+            stats = client.stats()
+            assert stats.sessions_busy == 0 and stats.sessions_idle == 0
+            attempts = server.stats().authentication_failures
+            assert 1 <= attempts < 30, attempts  # backed off: it did not try 100 times
+        finally:
+            client.close()
+        with make_client(server, size=2, password="nebula") as good:
+            assert good.execute("RETURN 1").rows() == [(1,)]
+        s = settled(server)
+        assert s.sessions_open == 0
+
+
+def test_incompatible_server_is_a_clear_error() -> None:
+    with FakeGraphd(client_versions=["9.9.9"]) as server:
+        with pytest.raises(IncompatibleServer) as info:
+            make_client(server)
+        assert "3.0.0" in str(info.value)
+        settled(server)
+
+
+# ---- 8. fork safety ------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_client_works_in_forked_child_and_parent(fake_graphd: FakeGraphd) -> None:
+    client = make_client(fake_graphd, size=2)
+    try:
+        assert client.execute("RETURN 'parent before'").rows() == [("parent before",)]
+        parent_sessions = {s.session_id for s in fake_graphd.sessions()}
+        read, write = os.pipe()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (3.12+)
+            pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child
+            code = 1
+            try:
+                rows = client.execute("RETURN 'child'").rows()
+                client.close()
+                os.write(write, repr(rows).encode())
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write)
+        _, status = os.waitpid(pid, 0)
+        child_out = os.read(read, 1000).decode()
+        os.close(read)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        assert child_out == "[('child',)]"
+        # The child signed out only its own session; the parent's still exist and still work.
+        alive = {s.session_id for s in fake_graphd.sessions()}
+        assert parent_sessions <= alive
+        assert client.execute("RETURN 'parent after'").rows() == [("parent after",)]
+        assert client.stats().hosts[0].session_renewals == 0
+    finally:
+        client.close()
+    settled(fake_graphd)
+
+
+# ---- errors, lifecycle, config -------------------------------------------------------------
+
+
+def test_server_errors_carry_code_message_and_statement(fake_graphd: FakeGraphd) -> None:
+    with make_client(fake_graphd) as client:
+        with pytest.raises(StatementSyntaxError) as info:
+            client.execute("RETURN (1")
+        err = info.value
+        assert err.code == -1004 and err.statement == "RETURN (1" and err.host == fake_graphd.address
+        assert "E_SYNTAX_ERROR" in str(err) and "RETURN (1" in str(err)
+        with pytest.raises(SemanticError):
+            client.execute("RETURN $missing")
+        fake_graphd.script("RETURN 'boom'", error=-1005, message="leader changed")
+        with pytest.raises(Exception) as info2:
+            client.execute("RETURN 'boom'")
+        assert "leader changed" in str(info2.value)
+        assert client.execute("RETURN 3").rows() == [(3,)]
+
+
+def test_close_is_idempotent_and_use_after_close_raises(fake_graphd: FakeGraphd) -> None:
+    client = make_client(fake_graphd)
+    client.execute("RETURN 1")
+    client.close()
+    client.close()
+    assert client.closed
+    with pytest.raises(ClientClosed):
+        client.execute("RETURN 1")
+    settled(fake_graphd)
+
+
+def test_close_waits_for_statements_in_flight(fake_graphd: FakeGraphd) -> None:
+    rule = fake_graphd.script("RETURN 'slowish'", hold=True)
+    client = make_client(fake_graphd, size=2)
+    with ThreadPoolExecutor(2) as pool:
+        running = pool.submit(client.execute, "RETURN 'slowish'")
+        fake_graphd.wait_for(lambda s: s.statements_running == 1)
+        closing = pool.submit(client.close)
+        assert not closing.done()
+        rule.release()
+        assert running.result(5).rows() == [("slowish",)]
+        closing.result(5)
+    settled(fake_graphd)
+
+
+def test_unclosed_client_warns() -> None:
+    with FakeGraphd() as server:
+        client = make_client(server)
+        with pytest.warns(ResourceWarning, match="unclosed"):
+            client.__del__()
+        client.close()
+
+
+def test_session_block_keeps_one_session(fake_graphd: FakeGraphd) -> None:
+    with make_client(fake_graphd, size=2, session_config=SessionConfig(space="test")) as client:
+        with client.session() as session:
+            session.execute("USE basketballplayer")
+            assert session.space == "basketballplayer"
+            rs = session.execute("RETURN $x", {"x": 5})
+            assert rs.rows() == [(5,)] and rs.space_name == "basketballplayer"
+        log = fake_graphd.statement_log()
+        ids = {e.session_id for e in log if e.statement.startswith(("USE b", "RETURN"))}
+        assert len(ids) == 1
+        assert {s.space for s in fake_graphd.sessions()} == {"test"}
+
+
+def test_bad_configuration_is_rejected_clearly() -> None:
+    with pytest.raises(ValueError, match="size"):
+        SessionPoolConfig(size=0)
+    with pytest.raises(ValueError, match="connect_timeout"):
+        ConnectionConfig(connect_timeout=-1)
+    with pytest.raises(TypeError):
+        SessionPoolConfig(sise=3)  # type: ignore[call-arg]
+    with pytest.raises(ValueError, match="port"):
+        NebulaClient("127.0.0.1:99999")
+    with pytest.raises(ValueError, match="not a number"):
+        NebulaClient("127.0.0.1:abc")
+
+
+def test_password_never_shown(fake_graphd: FakeGraphd, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("DEBUG", logger="nebula_sync")
+    with make_client(fake_graphd, password="s3cr3t-pw") as client:
+        client.execute("RETURN 1")
+        text = repr(client) + str(client) + repr(client.stats())
+    assert "s3cr3t-pw" not in text
+    assert all("s3cr3t-pw" not in r.getMessage() for r in caplog.records)
+
+
+def test_hosts_are_resolved_by_name(fake_graphd: FakeGraphd) -> None:
+    with NebulaClient(f"localhost:{fake_graphd.port}", "root", "x") as client:
+        assert client.execute("RETURN 1").rows() == [(1,)]
