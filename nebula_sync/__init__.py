@@ -1,9 +1,39 @@
-"""nebula_sync: a synchronous, thread-safe Python client for NebulaGraph 3.x."""
+"""nebula_sync: a synchronous, thread-safe Python client for NebulaGraph 3.x.
+
+Create one :class:`NebulaClient` per process and share it between threads::
+
+    from nebula_sync import NebulaClient, SessionPoolConfig
+
+    with NebulaClient("127.0.0.1:9669", "root", "nebula",
+                      session_pool_config=SessionPoolConfig(size=4)) as client:
+        rs = client.execute("RETURN $x + 1 AS y", {"x": 41})
+        rs.print()
+"""
 
 from __future__ import annotations
 
 from nebula_sync._aio import NebulaAsyncClient
 from nebula_sync._client import ClientStats, HostStats, NebulaClient, Session
+from nebula_sync._params import render_literal, render_template
+from nebula_sync._result import PlanDescription, PlanNode, Record, ResultSet
+from nebula_sync._values import (
+    EMPTY,
+    DataSetValue,
+    Duration,
+    Geography,
+    LineString,
+    Node,
+    NullValue,
+    Path,
+    Point,
+    Polygon,
+    RawDate,
+    RawDateTime,
+    RawTime,
+    Relationship,
+    SetList,
+    ValueWrapper,
+)
 from nebula_sync.config import (
     ConnectionConfig,
     HostAddress,
@@ -15,15 +45,37 @@ from nebula_sync.config import (
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "EMPTY",
     "ClientStats",
     "ConnectionConfig",
+    "DataSetValue",
+    "Duration",
+    "Geography",
     "HostAddress",
     "HostStats",
+    "LineString",
     "NebulaAsyncClient",
     "NebulaClient",
+    "Node",
+    "NullValue",
+    "Path",
+    "PlanDescription",
+    "PlanNode",
+    "Point",
+    "Polygon",
+    "RawDate",
+    "RawDateTime",
+    "RawTime",
+    "Record",
+    "Relationship",
+    "ResultSet",
     "Session",
     "SessionConfig",
     "SessionPoolConfig",
+    "SetList",
     "TLSConfig",
+    "ValueWrapper",
     "__version__",
+    "render_literal",
+    "render_template",
 ]
