@@ -7,17 +7,17 @@ becomes an ``int``/``str``/``list``/:class:`~nebula_sync.Node`/..., a ``Row`` it
 :class:`datetime.date`. The result is the representation described in ``docs/internals.md``
 ("Decoded value representation"), produced with no intermediate thrift objects.
 
-Two spec trees are built from the same classes:
+Value strings (``sVal``) are read as bytes and decoded in Python with ``backslashreplace``, so
+invalid UTF-8 never raises and never loses information. Identifiers (column, tag, edge and property
+names, map keys) are decoded by the C decoder in the *fast* spec tree; thrift's C decoder replaces
+invalid UTF-8 there with U+FFFD, which the classes below detect (by raising
+:class:`_Redecode`), and :func:`decode_execute_reply` then decodes the reply again with the *safe*
+tree, where identifiers too go through ``backslashreplace``. A genuine U+FFFD in a name only costs
+that second pass.
 
-* the *UTF-8* tree lets the C decoder turn every string into ``str`` itself (fast, but a single
-  invalid UTF-8 byte anywhere aborts the decode with ``UnicodeDecodeError``);
-* the *safe* tree reads strings as ``bytes`` and decodes them in Python with ``backslashreplace``
-  (never fails on bad bytes).
-
-:func:`decode_execute_reply` tries the UTF-8 tree and falls back to the safe one;
-:data:`EXECUTE_RESULT` is the safe ``[cls, spec]`` pair for callers that decode with
-:func:`nebula_sync._thrift.wire.decode_struct` directly. Everything here is immutable and
-thread-safe.
+:func:`decode_execute_reply` is the entry point for replies. :data:`EXECUTE_RESULT` is the safe
+``[cls, spec]`` pair for callers that decode with :func:`nebula_sync._thrift.wire.decode_struct`
+directly. Everything here is immutable and thread-safe.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ from nebula_sync.errors import ProtocolError
 
 __all__ = [
     "EXECUTE_RESULT",
-    "EXECUTE_RESULT_UTF8",
+    "EXECUTE_RESULT_FAST",
     "VALUE",
     "DecodedDataSet",
     "DecodedResponse",
@@ -87,6 +87,26 @@ for _code in range(1, 8):
 
 def _s(raw: bytes) -> str:
     return raw.decode("utf-8", "backslashreplace")
+
+
+class _Redecode(UnicodeDecodeError):
+    """Raised inside the fast tree when a name holds U+FFFD: decode the reply again, safely."""
+
+    def __init__(self) -> None:
+        super().__init__("utf-8", b"", 0, 1, "invalid UTF-8 in a name")
+
+
+def _name(text: str) -> str:
+    if not text.isascii() and "\ufffd" in text:
+        raise _Redecode
+    return text
+
+
+def _names(texts: Any) -> Any:
+    """``texts`` (names or a dict keyed by names) after checking none holds U+FFFD."""
+    if not all(map(str.isascii, texts)) and any("\ufffd" in t for t in texts):
+        raise _Redecode
+    return texts
 
 
 # ---- pausing the cyclic GC during bulk work ----------------------------------------------------
@@ -192,24 +212,15 @@ class ExecuteReply:
 # ---- struct classes whose __new__ returns the Python value ------------------------------------
 #
 # Field names in the specs below are the keyword names ``__new__`` receives. Every member of the
-# ``Value`` union except ``nVal`` (and ``sVal`` in the safe tree) is named ``v``, so the common case
-# is a single keyword and no dispatch at all.
+# ``Value`` union except ``nVal`` (``n``) and ``sVal`` (``s``) is named ``v``, so most cells are a
+# single keyword returned as is: no dispatch at all (measured fastest, docs/benchmarks.md).
 
 
 class _Frozen(TFrozenBase):  # type: ignore[misc]
     __slots__ = ()
 
 
-class _ValueUtf8(_Frozen):
-    __slots__ = ()
-
-    def __new__(cls, v: Any = EMPTY, n: int | None = None) -> Any:
-        if n is None:
-            return v
-        return _null(n)
-
-
-class _ValueSafe(_Frozen):
+class _Value(_Frozen):
     __slots__ = ()
 
     def __new__(cls, v: Any = EMPTY, s: bytes | None = None, n: int | None = None) -> Any:
@@ -232,18 +243,9 @@ class _Box:
 _UNHASHABLE = (list, dict, set, SetList)
 
 
-class _MemberUtf8(_Frozen):
-    __slots__ = ()
+class _Member(_Frozen):
+    """A set member: the value, or a :class:`_Box` around an unhashable one."""
 
-    def __new__(cls, v: Any = EMPTY, n: int | None = None) -> Any:
-        if n is not None:
-            return _null(n)
-        if isinstance(v, _UNHASHABLE):
-            return _Box(v)
-        return v
-
-
-class _MemberSafe(_Frozen):
     __slots__ = ()
 
     def __new__(cls, v: Any = EMPTY, s: bytes | None = None, n: int | None = None) -> Any:
@@ -275,11 +277,11 @@ class _NList(_Frozen):
         return values if values is not None else []
 
 
-class _NMapUtf8(_Frozen):
+class _NMapFast(_Frozen):
     __slots__ = ()
 
     def __new__(cls, kvs: dict[str, Any] | None = None) -> Any:
-        return kvs if kvs is not None else {}
+        return _names(kvs) if kvs else {}
 
 
 class _NMapSafe(_Frozen):
@@ -390,11 +392,11 @@ def _rel(src: Any, dst: Any, etype: int, name: str, ranking: int, props: dict[st
     return rel
 
 
-class _TagUtf8(_Frozen):
+class _TagFast(_Frozen):
     __slots__ = ()
 
     def __new__(cls, name: str = "", props: dict[str, Any] | None = None) -> Any:
-        return (name, props if props is not None else {})
+        return (_name(name), _names(props) if props else {})
 
 
 class _TagSafe(_Frozen):
@@ -411,7 +413,7 @@ class _Vertex(_Frozen):
         return _node(vid, tags)
 
 
-class _EdgeUtf8(_Frozen):
+class _EdgeFast(_Frozen):
     __slots__ = ()
 
     def __new__(
@@ -423,7 +425,7 @@ class _EdgeUtf8(_Frozen):
         ranking: int = 0,
         props: dict[str, Any] | None = None,
     ) -> Any:
-        return _rel(src, dst, type, name, ranking, props if props is not None else {})
+        return _rel(src, dst, type, _name(name), ranking, _names(props) if props else {})
 
 
 class _EdgeSafe(_Frozen):
@@ -442,7 +444,7 @@ class _EdgeSafe(_Frozen):
         return _rel(src, dst, type, _s(name), ranking, p)
 
 
-class _StepUtf8(_Frozen):
+class _StepFast(_Frozen):
     __slots__ = ()
 
     def __new__(
@@ -453,7 +455,7 @@ class _StepUtf8(_Frozen):
         ranking: int = 0,
         props: dict[str, Any] | None = None,
     ) -> Any:
-        return (dst, type, name, ranking, props if props is not None else {})
+        return (dst, type, _name(name), ranking, _names(props) if props else {})
 
 
 class _StepSafe(_Frozen):
@@ -506,11 +508,11 @@ class _Row(_Frozen):
         return values if values is not None else []
 
 
-class _DataSetUtf8(_Frozen):
+class _DataSetFast(_Frozen):
     __slots__ = ()
 
     def __new__(cls, column_names: list[str] | None = None, rows: list[list[Any]] | None = None) -> Any:
-        return DecodedDataSet(column_names or [], rows or [])
+        return DecodedDataSet(_names(column_names) if column_names else [], rows or [])
 
 
 class _DataSetSafe(_Frozen):
@@ -520,11 +522,11 @@ class _DataSetSafe(_Frozen):
         return DecodedDataSet([_s(c) for c in column_names or ()], rows or [])
 
 
-class _NestedDataSetUtf8(_Frozen):
+class _NestedDataSetFast(_Frozen):
     __slots__ = ()
 
     def __new__(cls, column_names: list[str] | None = None, rows: list[list[Any]] | None = None) -> Any:
-        return DataSetValue(column_names or (), rows or ())
+        return DataSetValue(_names(column_names) if column_names else (), rows or ())
 
 
 class _NestedDataSetSafe(_Frozen):
@@ -573,11 +575,10 @@ def _spec(*fields: tuple[int, int, str, Any]) -> tuple[Any, ...]:
 
 
 def _build(utf8: bool) -> dict[str, list[Any]]:
-    """Build one spec tree. Returns ``{name: [cls, spec]}`` for the entry points."""
+    """Build one spec tree (``utf8``: names decoded by C). Returns ``{name: [cls, spec]}``."""
     txt = "UTF8" if utf8 else "BINARY"
-    s_name = "v" if utf8 else "s"
-    value: list[Any] = [_ValueUtf8 if utf8 else _ValueSafe, None]
-    member: list[Any] = [_MemberUtf8 if utf8 else _MemberSafe, None]
+    value: list[Any] = [_Value, None]
+    member: list[Any] = [_Member, None]
     props = (_STR, txt, _ST, value, False)
     vlist = (_ST, value, False)
     date = [_Date, _spec((1, _I16, "year", None), (2, _I8, "month", None), (3, _I8, "day", None))]
@@ -597,19 +598,19 @@ def _build(utf8: bool) -> dict[str, list[Any]]:
         ),
     ]  # fmt: skip
     tag = [
-        _TagUtf8 if utf8 else _TagSafe,
+        _TagFast if utf8 else _TagSafe,
         _spec((1, _STR, "name", txt), (2, _M, "props", props)),
     ]
     vertex = [_Vertex, _spec((1, _ST, "vid", value), (2, _L, "tags", (_ST, tag, False)))]
     edge = [
-        _EdgeUtf8 if utf8 else _EdgeSafe,
+        _EdgeFast if utf8 else _EdgeSafe,
         _spec(
             (1, _ST, "src", value), (2, _ST, "dst", value), (3, _I32, "type", None),
             (4, _STR, "name", txt), (5, _I64, "ranking", None), (6, _M, "props", props),
         ),
     ]  # fmt: skip
     step = [
-        _StepUtf8 if utf8 else _StepSafe,
+        _StepFast if utf8 else _StepSafe,
         _spec(
             (1, _ST, "dst", vertex), (2, _I32, "type", None), (3, _STR, "name", txt),
             (4, _I64, "ranking", None), (5, _M, "props", props),
@@ -617,11 +618,11 @@ def _build(utf8: bool) -> dict[str, list[Any]]:
     ]  # fmt: skip
     path = [_Path, _spec((1, _ST, "src", vertex), (2, _L, "steps", (_ST, step, False)))]
     nlist = [_NList, _spec((1, _L, "values", vlist))]
-    nmap = [_NMapUtf8 if utf8 else _NMapSafe, _spec((1, _M, "kvs", props))]
+    nmap = [_NMapFast if utf8 else _NMapSafe, _spec((1, _M, "kvs", props))]
     nset = [_NSet, _spec((1, _SET, "values", (_ST, member, False)))]
     row = [_Row, _spec((1, _L, "values", vlist))]
     nested = [
-        _NestedDataSetUtf8 if utf8 else _NestedDataSetSafe,
+        _NestedDataSetFast if utf8 else _NestedDataSetSafe,
         _spec((1, _L, "column_names", (_STR, txt, False)), (2, _L, "rows", (_ST, row, False))),
     ]
     coord = [_Coordinate, _spec((1, _DBL, "x", None), (2, _DBL, "y", None))]
@@ -638,7 +639,7 @@ def _build(utf8: bool) -> dict[str, list[Any]]:
     ]
     value_fields = (
         (1, _I32, "n", None), (2, _BOOL, "v", None), (3, _I64, "v", None), (4, _DBL, "v", None),
-        (5, _STR, s_name, txt), (6, _ST, "v", date), (7, _ST, "v", time), (8, _ST, "v", datetime),
+        (5, _STR, "s", "BINARY"), (6, _ST, "v", date), (7, _ST, "v", time), (8, _ST, "v", datetime),
         (9, _ST, "v", vertex), (10, _ST, "v", edge), (11, _ST, "v", path), (12, _ST, "v", nlist),
         (13, _ST, "v", nmap), (14, _ST, "v", nset), (15, _ST, "v", nested), (16, _ST, "v", geo),
         (17, _ST, "v", duration),
@@ -646,7 +647,7 @@ def _build(utf8: bool) -> dict[str, list[Any]]:
     value[1] = _spec(*value_fields)
     member[1] = value[1]
     dataset = [
-        _DataSetUtf8 if utf8 else _DataSetSafe,
+        _DataSetFast if utf8 else _DataSetSafe,
         _spec((1, _L, "column_names", (_STR, txt, False)), (2, _L, "rows", (_ST, row, False))),
     ]
     response = [
@@ -669,8 +670,9 @@ _FAST = _build(utf8=True)
 #: ``[cls, spec]`` for the ``execute`` / ``executeWithParameter`` result struct; decodes to an
 #: :class:`ExecuteReply` whose ``success`` is a :class:`DecodedResponse`. Never fails on bad UTF-8.
 EXECUTE_RESULT: list[Any] = _SAFE["result"]
-#: the same, with strings decoded by the C decoder (faster; raises on invalid UTF-8)
-EXECUTE_RESULT_UTF8: list[Any] = _FAST["result"]
+#: the same, with names decoded by the C decoder (faster); raises a ProtocolError caused by a
+#: UnicodeDecodeError when a name holds invalid UTF-8 (use :func:`decode_execute_reply`)
+EXECUTE_RESULT_FAST: list[Any] = _FAST["result"]
 #: ``[cls, spec]`` decoding one graph ``Value`` struct to its Python value (safe strings)
 VALUE: list[Any] = _SAFE["value"]
 
@@ -678,10 +680,10 @@ VALUE: list[Any] = _SAFE["value"]
 def decode_execute_reply(buf: bytes, pos: int, limits: wire.Limits = wire.DEFAULT_LIMITS) -> ExecuteReply:
     """Decode an ``execute`` / ``executeWithParameter`` reply body at ``pos``.
 
-    Tries the faster UTF-8 spec first and, only if the reply holds invalid UTF-8, decodes again with
-    the safe spec (bad bytes become ``\\xNN`` escapes). Large replies are decoded with the cyclic
-    GC paused (:func:`gc_paused`). Raises :class:`~nebula_sync.errors.ProtocolError` on anything
-    malformed. Thread-safe.
+    Decodes with the fast spec tree and, only if a name in the reply holds invalid UTF-8 (or
+    U+FFFD), again with the safe tree; invalid bytes always become ``\\xNN`` escapes. Large
+    replies are decoded with the cyclic GC paused (:func:`gc_paused`). Raises
+    :class:`~nebula_sync.errors.ProtocolError` on anything malformed. Thread-safe.
     """
     if len(buf) - pos >= GC_PAUSE_THRESHOLD:
         with gc_paused():
@@ -691,7 +693,7 @@ def decode_execute_reply(buf: bytes, pos: int, limits: wire.Limits = wire.DEFAUL
 
 def _decode_reply(buf: bytes, pos: int, limits: wire.Limits) -> ExecuteReply:
     try:
-        reply = wire.decode_struct(buf, pos, EXECUTE_RESULT_UTF8, limits)
+        reply = wire.decode_struct(buf, pos, EXECUTE_RESULT_FAST, limits)
     except ProtocolError as exc:
         if not isinstance(exc.__cause__, UnicodeDecodeError):
             raise

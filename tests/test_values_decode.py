@@ -1,0 +1,443 @@
+"""The fast decoder (nebula_sync._thrift.fast): bytes on the wire to Python values."""
+
+from __future__ import annotations
+
+import datetime as dt
+import gc
+import math
+from typing import Any
+
+import pytest
+
+from nebula_sync._thrift import fast, service, ttypes, wire
+from nebula_sync._thrift import ttypes as T
+from nebula_sync._values import (
+    EMPTY,
+    DataSetValue,
+    Duration,
+    LineString,
+    Node,
+    NullValue,
+    Path,
+    Point,
+    Polygon,
+    RawDate,
+    RawDateTime,
+    RawTime,
+    Relationship,
+    SetList,
+    format_value,
+)
+from nebula_sync.errors import ProtocolError
+
+UTC = dt.timezone.utc
+V = T.Value
+
+
+def enc_value(v: T.Value) -> bytes:
+    return wire.encode_struct(v, [T.Value, T.Value.thrift_spec])
+
+
+def decode(v: T.Value) -> Any:
+    return fast.decode_value(enc_value(v))
+
+
+def reply_bytes(resp: T.ExecutionResponse) -> bytes:
+    return wire.encode_struct(
+        service.ExecuteResult(success=resp), [service.ExecuteResult, service.ExecuteResult.thrift_spec]
+    )
+
+
+def vertex(vid: T.Value, **tags: dict[bytes, T.Value]) -> T.Vertex:
+    return T.Vertex(vid=vid, tags=[T.Tag(name=k.encode(), props=p) for k, p in tags.items()])
+
+
+def s(text: str) -> T.Value:
+    return V(sVal=text.encode())
+
+
+# ---- scalars ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (V(nVal=0), None),
+        (V(bVal=True), True),
+        (V(bVal=False), False),
+        (V(iVal=0), 0),
+        (V(iVal=2**63 - 1), 2**63 - 1),
+        (V(iVal=-(2**63)), -(2**63)),
+        (V(fVal=0.1), 0.1),
+        (V(fVal=-0.0), -0.0),
+        (V(fVal=float("inf")), float("inf")),
+        (V(sVal=b""), ""),
+        (V(sVal="héllo wörld 日本語 🚀".encode()), "héllo wörld 日本語 🚀"),
+        (V(dVal=T.Date(year=2024, month=2, day=29)), dt.date(2024, 2, 29)),
+        (
+            V(tVal=T.Time(hour=23, minute=59, sec=59, microsec=999999)),
+            dt.time(23, 59, 59, 999999, tzinfo=UTC),
+        ),
+        (
+            V(dtVal=T.DateTime(year=1, month=1, day=1, hour=0, minute=0, sec=0, microsec=0)),
+            dt.datetime(1, 1, 1, tzinfo=UTC),
+        ),
+        (V(duVal=T.Duration(seconds=-5, microseconds=7, months=13)), Duration(13, -5, 7)),
+    ],
+)
+def test_scalars(value: T.Value, expected: Any) -> None:
+    got = decode(value)
+    assert got == expected and type(got) is type(expected)
+
+
+def test_exact_doubles_and_nan() -> None:
+    for x in (5e-324, 1.7976931348623157e308, 0.1 + 0.2, -1e-300):
+        assert decode(V(fVal=x)).hex() == x.hex()
+    assert math.isnan(decode(V(fVal=float("nan"))))
+
+
+def test_temporal_values_are_utc() -> None:
+    t = decode(V(tVal=T.Time(hour=1, minute=2, sec=3, microsec=4)))
+    d = decode(V(dtVal=T.DateTime(year=2020, month=5, day=6, hour=7, minute=8, sec=9, microsec=10)))
+    assert t.tzinfo is UTC and d.tzinfo is UTC
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (V(dVal=T.Date(year=-44, month=3, day=15)), RawDate(-44, 3, 15)),
+        (V(dVal=T.Date(year=0, month=1, day=1)), RawDate(0, 1, 1)),
+        (V(dVal=T.Date(year=12000, month=1, day=1)), RawDate(12000, 1, 1)),
+        (V(dVal=T.Date(year=2023, month=2, day=29)), RawDate(2023, 2, 29)),
+        (V(tVal=T.Time(hour=24, minute=0, sec=0, microsec=0)), RawTime(24, 0, 0, 0)),
+        (
+            V(dtVal=T.DateTime(year=-1, month=12, day=31, hour=23, minute=59, sec=59, microsec=0)),
+            RawDateTime(-1, 12, 31, 23, 59, 59, 0),
+        ),
+    ],
+)
+def test_out_of_range_temporal_values(value: T.Value, expected: Any) -> None:
+    assert decode(value) == expected
+
+
+# ---- nulls and unions ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("code", [1, 2, 3, 4, 5, 6, 7, 99, -1, 2**31 - 1])
+def test_null_kinds_and_unknown_codes(code: int) -> None:
+    got = decode(V(nVal=code))
+    assert isinstance(got, NullValue) and got.code == code
+
+
+def test_empty_union_is_empty() -> None:
+    assert decode(V()) is EMPTY
+    # an empty geography union, inside a list, next to values
+    got = decode(V(lVal=T.NList(values=[V(), V(ggVal=T.Geography()), V(iVal=1)])))
+    assert got == [EMPTY, EMPTY, 1]
+
+
+def test_unknown_value_member_is_skipped() -> None:
+    # a Value with a member id this client does not know (field 40, i32) and nothing else
+    raw = bytes([8, 0, 40]) + (7).to_bytes(4, "big") + b"\x00"
+    assert fast.decode_value(raw) is EMPTY
+
+
+# ---- containers ------------------------------------------------------------------------------
+
+
+def test_list_map_set() -> None:
+    assert decode(V(lVal=T.NList(values=[V(iVal=1), s("a"), V(nVal=0)]))) == [1, "a", None]
+    assert decode(V(lVal=T.NList(values=[]))) == []
+    assert decode(V(mVal=T.NMap(kvs={b"k": V(iVal=1), "ключ".encode(): s("v")}))) == {"k": 1, "ключ": "v"}
+    got = decode(V(uVal=T.NSet(values={V(iVal=1), s("x")})))
+    assert got == {1, "x"} and type(got) is set
+    assert decode(V(uVal=T.NSet(values=set()))) == set()
+
+
+def test_set_with_unhashable_members_becomes_a_set_list() -> None:
+    got = decode(
+        V(
+            uVal=T.NSet(
+                values={
+                    V(lVal=T.NList(values=[V(iVal=1)])),
+                    V(mVal=T.NMap(kvs={b"a": V(iVal=2)})),
+                    V(iVal=3),
+                }
+            )
+        )
+    )
+    assert isinstance(got, SetList)
+    assert sorted(map(repr, got)) == sorted(map(repr, [[1], {"a": 2}, 3]))
+    nested = decode(V(uVal=T.NSet(values={V(uVal=T.NSet(values={V(iVal=1)}))})))
+    assert nested == [{1}] and isinstance(nested, SetList)
+
+
+def test_nested_dataset() -> None:
+    inner = T.DataSet(column_names=[b"a", b"b"], rows=[T.Row(values=[V(iVal=1), s("x")]), T.Row(values=[])])
+    got = decode(V(gVal=inner))
+    assert got == DataSetValue(["a", "b"], [[1, "x"], []])
+
+
+def test_deeply_nested() -> None:
+    v = V(iVal=7)
+    for _ in range(25):
+        v = V(lVal=T.NList(values=[v]))
+    got = decode(v)
+    for _ in range(25):
+        got = got[0]
+    assert got == 7
+
+
+def test_nesting_beyond_the_decoder_limit_is_a_protocol_error() -> None:
+    # Value{lVal: NList{values: [Value{...}]}} written by hand, 200 levels deep
+    head = bytes([12, 0, 12]) + bytes([15, 0, 1, 12]) + (1).to_bytes(4, "big")
+    raw = head * 200 + bytes([10, 0, 3]) + (1).to_bytes(8, "big") + b"\x00" + b"\x00\x00" * 200
+    with pytest.raises(ProtocolError):
+        fast.decode_value(raw)
+
+
+# ---- geography -------------------------------------------------------------------------------
+
+
+def c(x: float, y: float) -> T.Coordinate:
+    return T.Coordinate(x=x, y=y)
+
+
+def test_geography() -> None:
+    assert decode(V(ggVal=T.Geography(ptVal=T.Point(coord=c(1.5, -2))))) == Point(1.5, -2)
+    line = decode(V(ggVal=T.Geography(lsVal=T.LineString(coordList=[c(0, 0), c(1, 1)]))))
+    assert line == LineString([(0, 0), (1, 1)])
+    poly = decode(V(ggVal=T.Geography(pgVal=T.Polygon(coordListList=[[c(0, 0), c(1, 0), c(0, 0)]]))))
+    assert poly == Polygon([[(0, 0), (1, 0), (0, 0)]])
+    assert poly.wkt == "POLYGON((0 0, 1 0, 0 0))"
+
+
+# ---- graph elements --------------------------------------------------------------------------
+
+
+def test_vertex() -> None:
+    got = decode(V(vVal=vertex(s("v1"), player={b"name": s("Tim"), b"age": V(iVal=42)}, team={})))
+    assert got == Node("v1", {"player": {"name": "Tim", "age": 42}, "team": {}})
+    assert got.tags == ("player", "team")
+    assert decode(V(vVal=T.Vertex(vid=V(iVal=5), tags=[]))) == Node(5)
+
+
+def test_edge_positive_and_negative_types() -> None:
+    fwd = decode(
+        V(eVal=T.Edge(src=s("a"), dst=s("b"), type=3, name=b"follow", ranking=7, props={b"w": V(fVal=0.5)}))
+    )
+    assert (fwd.src, fwd.dst, fwd.edge_type) == ("a", "b", 3)
+    # graphd sends an edge reached backwards with a negative type and src/dst swapped
+    back = decode(
+        V(eVal=T.Edge(src=s("b"), dst=s("a"), type=-3, name=b"follow", ranking=7, props={b"w": V(fVal=0.5)}))
+    )
+    assert (back.src, back.dst, back.edge_type) == ("a", "b", 3)
+    assert back == fwd
+    assert fwd == Relationship("a", "b", "follow", 7, {"w": 0.5})
+
+
+def test_path_directions() -> None:
+    path = T.Path(
+        src=vertex(s("a"), t={}),
+        steps=[
+            T.Step(dst=vertex(s("b")), type=2, name=b"e", ranking=0, props={}),
+            T.Step(dst=vertex(s("c")), type=-2, name=b"e", ranking=1, props={b"p": V(iVal=1)}),
+        ],
+    )
+    got = decode(V(pVal=path))
+    assert isinstance(got, Path) and len(got) == 2
+    assert [n.vid for n in got.nodes] == ["a", "b", "c"]
+    assert got.relationships[0] == Relationship("a", "b", "e", 0, {})
+    assert got.relationships[1] == Relationship("c", "b", "e", 1, {"p": 1})  # logical direction
+    assert got.reversed_steps() == (False, True)
+    assert str(got) == '<("a" :t{})-[:e@0 {}]->("b")<-[:e@1 {p: 1}]-("c")>'
+    single = decode(V(pVal=T.Path(src=vertex(s("a")), steps=[])))
+    assert len(single) == 0 and single.start_node == single.end_node == Node("a")
+
+
+# ---- invalid UTF-8 ---------------------------------------------------------------------------
+
+BAD = b"ok\xff\xfe"
+
+
+def test_invalid_utf8_in_values_never_raises() -> None:
+    assert decode(V(sVal=BAD)) == "ok\\xff\\xfe"
+    got = decode(V(mVal=T.NMap(kvs={BAD: V(sVal=BAD)})))
+    assert got == {"ok\\xff\\xfe": "ok\\xff\\xfe"}
+    n = decode(V(vVal=vertex(V(sVal=BAD), **{"t": {BAD: V(iVal=1)}})))
+    assert n.vid == "ok\\xff\\xfe" and n.properties("t") == {"ok\\xff\\xfe": 1}
+    e = decode(V(eVal=T.Edge(src=s("a"), dst=s("b"), type=1, name=BAD, ranking=0, props={BAD: V(iVal=1)})))
+    assert e.edge_name == "ok\\xff\\xfe" and e.props == {"ok\\xff\\xfe": 1}
+
+
+def _rich_response(bad: bool = False) -> T.ExecutionResponse:
+    name = BAD if bad else b"name"
+    rows = [
+        T.Row(values=[V(iVal=1), V(sVal=name), V(vVal=vertex(s("v"), t={name: V(iVal=2)}))]),
+        T.Row(values=[V(nVal=0), V(), V(uVal=T.NSet(values={V(iVal=1)}))]),
+    ]
+    data = T.DataSet(column_names=[b"a", name, "日本".encode()], rows=rows)
+    return T.ExecutionResponse(
+        error_code=0, latency_in_us=12, data=data, space_name=b"sp", error_msg=None, comment=b"c"
+    )
+
+
+def test_both_spec_trees_and_the_reply_decoder_agree() -> None:
+    raw = reply_bytes(_rich_response())
+    safe = wire.decode_struct(raw, 0, fast.EXECUTE_RESULT).success
+    utf8 = wire.decode_struct(raw, 0, fast.EXECUTE_RESULT_FAST).success
+    best = fast.decode_execute_reply(raw, 0).success
+    for r in (safe, utf8, best):
+        assert r.data.column_names == ["a", "name", "日本"]
+        assert r.data.rows == [[1, "name", Node("v", {"t": {"name": 2}})], [None, EMPTY, {1}]]
+        assert (r.error_code, r.latency_in_us, r.space_name, r.comment) == (0, 12, b"sp", b"c")
+
+
+def test_reply_with_invalid_utf8_in_names_falls_back_to_safe_decoding() -> None:
+    raw = reply_bytes(_rich_response(bad=True))
+    # thrift's C decoder turns invalid UTF-8 in names into U+FFFD; the fast tree notices
+    with pytest.raises(ProtocolError) as info:
+        wire.decode_struct(raw, 0, fast.EXECUTE_RESULT_FAST)
+    assert isinstance(info.value.__cause__, UnicodeDecodeError)
+    got = fast.decode_execute_reply(raw, 0).success
+    assert got.data.column_names[1] == "ok\\xff\\xfe"
+    assert got.data.rows[0][1] == "ok\\xff\\xfe"
+    assert got.data.rows[0][2].properties("t") == {"ok\\xff\\xfe": 2}
+
+
+def test_genuine_replacement_character_in_names_survives_the_second_pass() -> None:
+    name = "a\ufffdb".encode()
+    data = T.DataSet(column_names=[name], rows=[T.Row(values=[V(mVal=T.NMap(kvs={name: V(sVal=name)}))])])
+    raw = reply_bytes(T.ExecutionResponse(error_code=0, latency_in_us=1, data=data))
+    got = fast.decode_execute_reply(raw, 0).success.data
+    assert got.column_names == ["a\ufffdb"]
+    assert got.rows == [[{"a\ufffdb": "a\ufffdb"}]]
+
+
+@pytest.mark.parametrize("where", ["column", "map key", "tag", "prop", "edge", "edge prop", "step", "nested"])
+def test_every_name_position_is_checked(where: str) -> None:
+    bad = BAD
+    vert = vertex(s("v"), **({"t": {bad: V(iVal=1)}} if where == "prop" else {}))
+    if where == "tag":
+        vert = T.Vertex(vid=s("v"), tags=[T.Tag(name=bad, props={})])
+    cell = {
+        "column": V(iVal=1),
+        "map key": V(mVal=T.NMap(kvs={bad: V(iVal=1)})),
+        "tag": V(vVal=vert),
+        "prop": V(vVal=vert),
+        "edge": V(eVal=T.Edge(src=s("a"), dst=s("b"), type=1, name=bad, ranking=0, props={})),
+        "edge prop": V(
+            eVal=T.Edge(src=s("a"), dst=s("b"), type=1, name=b"e", ranking=0, props={bad: V(iVal=1)})
+        ),
+        "step": V(
+            pVal=T.Path(
+                src=vertex(s("a")), steps=[T.Step(dst=vertex(s("b")), type=1, name=bad, ranking=0, props={})]
+            )
+        ),
+        "nested": V(gVal=T.DataSet(column_names=[bad], rows=[T.Row(values=[V(iVal=1)])])),
+    }[where]
+    cols = [bad if where == "column" else b"c"]
+    raw = reply_bytes(
+        T.ExecutionResponse(
+            error_code=0, latency_in_us=1, data=T.DataSet(column_names=cols, rows=[T.Row(values=[cell])])
+        )
+    )
+    with pytest.raises(ProtocolError):
+        wire.decode_struct(raw, 0, fast.EXECUTE_RESULT_FAST)
+    got = fast.decode_execute_reply(raw, 0).success.data
+    text = " ".join(got.column_names) + " " + " ".join(format_value(c) for r in got.rows for c in r)
+    assert "ok\\xff\\xfe" in text and "\ufffd" not in text
+
+
+# ---- the response struct ---------------------------------------------------------------------
+
+
+def test_response_without_data_and_with_plan() -> None:
+    plan = T.PlanDescription(
+        plan_node_descs=[
+            T.PlanNodeDescription(
+                name=b"Project", id=1, output_var=b"__Project_1", description=[T.Pair(key=b"k", value=b"v")],
+                profiles=[
+                    T.ProfilingStats(rows=1, exec_duration_in_us=2, total_duration_in_us=3, other_stats={})
+                ],
+                branch_info=None, dependencies=[0],
+            )
+        ],
+        node_index_map={1: 0}, format=b"row", optimize_time_in_us=5,
+    )  # fmt: skip
+    resp = T.ExecutionResponse(error_code=-1005, latency_in_us=9, error_msg=b"boom", plan_desc=plan)
+    got = fast.decode_execute_reply(reply_bytes(resp), 0).success
+    assert got.data is None and got.error_code == -1005 and got.error_msg == b"boom"
+    assert isinstance(got.plan_desc, ttypes.PlanDescription)
+    assert got.plan_desc.plan_node_descs[0].name == b"Project"
+    assert got.space_name is None and got.comment is None
+
+
+def test_reply_at_an_offset_and_unknown_fields() -> None:
+    body = reply_bytes(T.ExecutionResponse(error_code=0, latency_in_us=1))
+    # add an unknown i32 field 99 to the ExecutionResponse: insert before its STOP byte
+    patched = body[:-2] + bytes([8, 0, 99]) + (5).to_bytes(4, "big") + body[-2:]
+    got = fast.decode_execute_reply(b"xxxx" + patched, 4).success
+    assert (got.error_code, got.latency_in_us) == (0, 1)
+
+
+def test_missing_success_field() -> None:
+    got = fast.decode_execute_reply(b"\x00", 0)
+    assert got.success is None
+
+
+@pytest.mark.parametrize("cut", [1, 5, 20, 60])
+def test_truncated_reply_is_a_protocol_error(cut: int) -> None:
+    raw = reply_bytes(_rich_response())
+    with pytest.raises(ProtocolError):
+        fast.decode_execute_reply(raw[:-cut], 0)
+
+
+def test_wrong_wire_type_for_a_value_is_skipped_not_crashing() -> None:
+    # Value field 3 (iVal) sent as a string: the decoder skips it, leaving an empty value
+    raw = bytes([11, 0, 3]) + (2).to_bytes(4, "big") + b"hi" + b"\x00"
+    assert fast.decode_value(raw) is EMPTY
+
+
+# ---- GC pause --------------------------------------------------------------------------------
+
+
+def test_gc_paused_is_reentrant_and_restores_state() -> None:
+    assert gc.isenabled()
+    with fast.gc_paused():
+        assert not gc.isenabled()
+        with fast.gc_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with fast.gc_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # was disabled before: stays disabled
+    finally:
+        gc.enable()
+    with pytest.raises(RuntimeError), fast.gc_paused():
+        raise RuntimeError("boom")
+    assert gc.isenabled()
+
+
+def test_large_replies_are_decoded_with_gc_paused(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[bool] = []
+    real = fast._decode_reply
+
+    def spy(buf: bytes, pos: int, limits: wire.Limits) -> fast.ExecuteReply:
+        seen.append(gc.isenabled())
+        return real(buf, pos, limits)
+
+    monkeypatch.setattr(fast, "_decode_reply", spy)
+    small = reply_bytes(T.ExecutionResponse(error_code=0, latency_in_us=1))
+    rows = [T.Row(values=[V(sVal=b"x" * 100)]) for _ in range(fast.GC_PAUSE_THRESHOLD // 100 + 1)]
+    large = reply_bytes(
+        T.ExecutionResponse(error_code=0, latency_in_us=1, data=T.DataSet(column_names=[b"c"], rows=rows))
+    )
+    fast.decode_execute_reply(small, 0)
+    got = fast.decode_execute_reply(large, 0)
+    assert seen == [True, False]
+    assert gc.isenabled()
+    assert len(got.success.data.rows) == len(rows)
