@@ -23,8 +23,9 @@ RawFactory = Callable[..., "RawClient"]
 Factory = Callable[..., FakeGraphd]
 
 
-def connect(server: FakeGraphd) -> socket.socket:
-    return socket.create_connection((server.host, server.port), timeout=5)
+def connect(server: FakeGraphd) -> None:
+    """Open and close a TCP connection (raises if the connection is refused)."""
+    socket.create_connection((server.host, server.port), timeout=5).close()
 
 
 def no_data_within(sock: socket.socket, seconds: float) -> bool:
@@ -194,6 +195,7 @@ def test_stall_reads_but_does_not_answer(fake_graphd: FakeGraphd, raw_client: Ra
 def test_drop_connections_with_reset(fake_graphd: FakeGraphd, raw_client: RawFactory) -> None:
     clients = [raw_client(fake_graphd) for _ in range(3)]
     sid = clients[0].session()
+    fake_graphd.wait_for(lambda s: s.connections_open == 3)  # all accepted by the server
     assert fake_graphd.drop_connections() == 3
     assert fake_graphd.stats().connections_open == 0
     for client in clients:

@@ -309,7 +309,7 @@ class FakeGraphd:
             self._wake_r = self._wake_w = None
             self._cond.notify_all()
         if listener is not None:
-            listener.close()
+            _close_listener(listener)
         _wake(wake_w)
         for conn in conns:
             _shutdown(conn.sock, socket.SHUT_RDWR)
@@ -364,7 +364,7 @@ class FakeGraphd:
                 self._listener = self._bind()
             wake_w = self._wake_w
         if to_close is not None:
-            to_close.close()
+            _close_listener(to_close)
         _wake(wake_w)
 
     def stall(self, stalled: bool = True) -> None:
@@ -375,7 +375,8 @@ class FakeGraphd:
             self._cond.notify_all()
 
     def drop_connections(self, reset: bool = True) -> int:
-        """Close every open connection: with a TCP reset (default) or a normal close (FIN).
+        """Close every connection the server has accepted: with a TCP reset (default) or a normal
+        close (FIN).
 
         Requests in progress are abandoned. Returns how many connections were dropped. The
         connections are gone (and counted as closed) when this returns.
@@ -643,8 +644,10 @@ class FakeGraphd:
                 self._stats.connections_open += 1
                 conn.thread = threading.Thread(target=self._serve, args=(conn,),
                                                name=f"fake-graphd-conn-{peer[1]}", daemon=True)
+                # Started under the lock so that nobody who sees the connection in _conns can
+                # try to join a thread that has not started yet (the thread needs no lock to start).
+                conn.thread.start()
                 self._cond.notify_all()
-            conn.thread.start()
 
     # ---- serving one connection ----------------------------------------------------------
 
@@ -1121,6 +1124,17 @@ def _check_loopback(host: str) -> socket.AddressFamily:
     if not addr.is_loopback:
         raise ValueError(f"the fake graphd only listens on loopback addresses, not {host}")
     return socket.AF_INET6 if addr.version == 6 else socket.AF_INET
+
+
+def _close_listener(sock: socket.socket) -> None:
+    """Stop listening at once, then close.
+
+    ``close()`` alone is not enough while the accept thread sits in ``select()`` on the socket:
+    the kernel keeps the socket listening until ``select()`` returns. ``shutdown()`` on a listening
+    socket stops it (and resets connections not yet accepted) immediately.
+    """
+    _shutdown(sock, socket.SHUT_RDWR)
+    sock.close()
 
 
 def _wake(sock: Optional[socket.socket]) -> None:
