@@ -16,10 +16,11 @@ import socket
 import ssl
 import struct
 import time
-from typing import Any
+from typing import Any, Callable, Union
 
 from nebula_sync._thrift import service, ttypes, wire
 from nebula_sync._thrift.codes import ERROR_CODES
+from nebula_sync._thrift.fast import decode_execute_reply
 from nebula_sync.config import ConnectionConfig, HostAddress
 from nebula_sync.errors import (
     ConnectionFailed,
@@ -30,11 +31,6 @@ from nebula_sync.errors import (
     RequestTimeout,
 )
 
-try:
-    from nebula_sync._thrift.fast import EXECUTE_RESULT as _EXECUTE_RESULT
-except ImportError:  # the fast decoder is not written yet: plain structs
-    _EXECUTE_RESULT = [service.ExecuteResult, service.ExecuteResult.thrift_spec]
-
 __all__ = ["Connection"]
 
 log = logging.getLogger("nebula_sync.connection")
@@ -44,10 +40,24 @@ _unpack_len = struct.Struct("!I").unpack_from
 _RECV_SIZE = 65536
 _poll = getattr(select, "poll", None)
 
-_AUTH_RESULT = [service.AuthenticateResult, service.AuthenticateResult.thrift_spec]
-_VERIFY_RESULT = [service.VerifyClientVersionResult, service.VerifyClientVersionResult.thrift_spec]
-_JSON_RESULT = [service.ExecuteJsonResult, service.ExecuteJsonResult.thrift_spec]
-_PING_RESULT = [service.ExecuteResult, service.ExecuteResult.thrift_spec]
+Decoder = Callable[[Union[bytes, bytearray], int, wire.Limits], Any]
+
+
+def _struct_decoder(cls: Any) -> Decoder:
+    spec = [cls, cls.thrift_spec]
+
+    def decode(buf: bytes | bytearray, pos: int, limits: wire.Limits) -> Any:
+        return wire.decode_struct(buf, pos, spec, limits)
+
+    return decode
+
+
+_AUTH_RESULT = _struct_decoder(service.AuthenticateResult)
+_VERIFY_RESULT = _struct_decoder(service.VerifyClientVersionResult)
+_JSON_RESULT = _struct_decoder(service.ExecuteJsonResult)
+_PING_RESULT = _struct_decoder(service.ExecuteResult)
+#: the statement path: values decoded straight to Python objects (see _thrift/fast.py)
+_EXECUTE_RESULT: Decoder = decode_execute_reply
 
 _ARGS_SPECS: dict[type[Any], list[Any]] = {
     cls: [cls, cls.thrift_spec]
@@ -301,12 +311,12 @@ class Connection:
             ) from exc
         return seqid
 
-    def _call(self, method: str, args: Any, result_spec: list[Any], deadline: float | None) -> Any:
+    def _call(self, method: str, args: Any, decoder: Decoder, deadline: float | None) -> Any:
         """Send one request and read its reply. Any failure after sending breaks the connection."""
         seqid = self._send(method, args)
         try:
             frame = self._read_frame(deadline, method)
-            return self._decode(frame, method, seqid, result_spec)
+            return self._decode(frame, method, seqid, decoder)
         except NebulaError:
             self.close()
             raise
@@ -382,7 +392,7 @@ class Connection:
                 f"connection to {self.host} failed while waiting for {method}: {exc}", host=self.host
             ) from exc
 
-    def _decode(self, frame: bytes | bytearray, method: str, seqid: int, result_spec: list[Any]) -> Any:
+    def _decode(self, frame: bytes | bytearray, method: str, seqid: int, decoder: Decoder) -> Any:
         try:
             info = wire.parse_frame(frame, 4)
             if info.proto_id != wire.PROTO_BINARY or info.transforms:
@@ -400,7 +410,7 @@ class Connection:
                 raise ProtocolError(f"graphd answered {method} with an exception: {exc.message}")
             if mtype != wire.REPLY:
                 raise ProtocolError(f"reply has message type {mtype}, expected REPLY")
-            return wire.decode_struct(frame, body, result_spec, self._limits)
+            return decoder(frame, body, self._limits)
         except ProtocolError as exc:
             if exc.host is None:
                 exc.host = self.host
