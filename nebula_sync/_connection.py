@@ -16,7 +16,7 @@ import socket
 import ssl
 import struct
 import time
-from typing import Any, Callable, Union
+from typing import Any, Callable, Union, cast
 
 from nebula_sync._thrift import service, ttypes, wire
 from nebula_sync._thrift.codes import ERROR_CODES
@@ -57,7 +57,7 @@ _VERIFY_RESULT = _struct_decoder(service.VerifyClientVersionResult)
 _JSON_RESULT = _struct_decoder(service.ExecuteJsonResult)
 _PING_RESULT = _struct_decoder(service.ExecuteResult)
 #: the statement path: values decoded straight to Python objects (see _thrift/fast.py)
-_EXECUTE_RESULT: Decoder = decode_execute_reply
+_EXECUTE_RESULT = cast(Decoder, decode_execute_reply)  # it reads bytearray frames too (via BytesIO)
 
 _ARGS_SPECS: dict[type[Any], list[Any]] = {
     cls: [cls, cls.thrift_spec]
