@@ -14,6 +14,8 @@ happened::
         assert server.stats().sessions_open == 0
 
 From a shell: ``python -m nebula_sync.testing --host 127.0.0.1 --port 9669``.
+
+:class:`FakeWebService` fakes graphd's HTTP web service (``/status``, ``/stats``, ``/flags``).
 """
 
 from __future__ import annotations
@@ -27,12 +29,14 @@ from nebula_sync.testing._model import (
     ServerStats,
     SessionInfo,
 )
+from nebula_sync.testing._http import FakeWebService
 from nebula_sync.testing._server import FakeGraphd
 
 __all__ = [
     "CompactV2Protocol",
     "Drop",
     "FakeGraphd",
+    "FakeWebService",
     "LoggedStatement",
     "ReplyContext",
     "Rule",
