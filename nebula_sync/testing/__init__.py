@@ -21,6 +21,7 @@ From a shell: ``python -m nebula_sync.testing --host 127.0.0.1 --port 9669``.
 from __future__ import annotations
 
 from nebula_sync.testing._compact import CompactV2Protocol, compact_message, parse_compact_message
+from nebula_sync.testing._http import FakeWebService
 from nebula_sync.testing._model import (
     Drop,
     LoggedStatement,
@@ -29,7 +30,6 @@ from nebula_sync.testing._model import (
     ServerStats,
     SessionInfo,
 )
-from nebula_sync.testing._http import FakeWebService
 from nebula_sync.testing._server import FakeGraphd
 
 __all__ = [
