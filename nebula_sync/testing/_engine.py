@@ -26,6 +26,7 @@ Everything here is pure (no shared state), so it is thread-safe.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -44,6 +45,7 @@ __all__ = [
     "EngineError",
     "Statement",
     "StatementResult",
+    "parse_request",
     "parse_statements",
     "run_statement",
 ]
@@ -522,6 +524,22 @@ def parse_statement(text: str, tokens: list[_Token]) -> Statement:
     return _Parser(text, rebased).statement(text)
 
 
+@functools.lru_cache(maxsize=4096)
+def parse_request(text: str) -> tuple[tuple[str, Union[Statement, EngineError]], ...]:
+    """Split and parse a whole request: ``(statement text, Statement or the error parsing it)``.
+
+    Cached: parsing is pure and clients repeat statements. Raises :class:`EngineError` only when
+    the request cannot even be split (an unterminated string or comment).
+    """
+    out: list[tuple[str, Union[Statement, EngineError]]] = []
+    for stmt_text, tokens in parse_statements(text):
+        try:
+            out.append((stmt_text, parse_statement(stmt_text, tokens)))
+        except EngineError as exc:
+            out.append((stmt_text, exc))
+    return tuple(out)
+
+
 # ---- evaluation ------------------------------------------------------------------------------
 
 
@@ -682,7 +700,8 @@ def _logic(op: str, a: Value, b: Value) -> Value:
 
 def _evaluate(expr: _Expr, params: Mapping[str, Value]) -> Value:
     if isinstance(expr, _Literal):
-        return expr.value
+        # a fresh (scalar) Value: parsed statements are cached, results must not share objects
+        return Value(**expr.value.set_fields())
     if isinstance(expr, _Param):
         return params[expr.name]
     if isinstance(expr, _Unary):

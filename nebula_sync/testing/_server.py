@@ -1030,7 +1030,7 @@ class FakeGraphd:
             if rule._answers:
                 return self._rule_response(rule, space_now())
         try:
-            parts = _engine.parse_statements(text)
+            parts = _engine.parse_request(text)
         except _engine.EngineError as exc:
             return error(exc.code, exc.message)
         if not parts:
@@ -1040,7 +1040,7 @@ class FakeGraphd:
         plan: list[Union[Rule, _engine.Statement, None]] = []
         with self._lock:
             space, spaces = session.space, list(self._spaces)
-        for stmt_text, tokens in parts:
+        for stmt_text, parsed in parts:
             sub_rule = None
             if len(parts) > 1:
                 with self._cond:
@@ -1048,12 +1048,13 @@ class FakeGraphd:
             if sub_rule is not None:
                 plan.append(sub_rule)
                 continue
+            if isinstance(parsed, _engine.EngineError):
+                return error(parsed.code, parsed.message)
             try:
-                stmt = _engine.parse_statement(stmt_text, tokens)
-                space = _engine.check_statement(stmt, params, space, spaces)
+                space = _engine.check_statement(parsed, params, space, spaces)
             except _engine.EngineError as exc:
                 return error(exc.code, exc.message)
-            plan.append(stmt)
+            plan.append(parsed)
 
         data: Optional[ttypes.DataSet] = None
         plan_desc: Optional[ttypes.PlanDescription] = None
