@@ -339,3 +339,73 @@ def test_statement_log(fake_graphd: FakeGraphd, raw_client: RawFactory) -> None:
         (sid, "RETURN 2", "execute"),
     ]
     assert log[0].parameters == {"x": Value(iVal=1)}
+
+
+def test_json_graph_values(fake_graphd: FakeGraphd, raw_client: RawFactory) -> None:
+    tag = ttypes.Tag(name=b"player", props={b"age": Value(iVal=1)})
+    v1 = ttypes.Vertex(vid=Value(sVal=b"v1"), tags=[tag])
+    v2 = ttypes.Vertex(vid=Value(iVal=2), tags=[])
+    edge = ttypes.Edge(src=Value(sVal=b"v1"), dst=Value(iVal=2), type=5, name=b"follow", ranking=3,
+                       props={b"w": Value(fVal=0.5)})  # fmt: skip
+    path = ttypes.Path(src=v1, steps=[ttypes.Step(dst=v2, type=-5, name=b"follow", ranking=0,
+                                                  props={b"w": Value(nVal=0)})])  # fmt: skip
+    fake_graphd.script("GRAPH", columns=["v", "e", "p", "m", "t", "du", "g", "empty"], rows=[[
+        Value(vVal=v1), Value(eVal=edge), Value(pVal=path),
+        {"when": datetime.date(2020, 1, 2), "n": 1},
+        datetime.time(1, 2, 3, 4, tzinfo=datetime.timezone.utc),
+        Value(duVal=ttypes.Duration(seconds=61, microseconds=500000, months=2)),
+        Value(ggVal=ttypes.Geography(lsVal=ttypes.LineString(coordList=[
+            ttypes.Coordinate(x=0.0, y=1.0), ttypes.Coordinate(x=2.5, y=3.0)]))),
+        Value(),
+    ]])  # fmt: skip
+    client = raw_client(fake_graphd)
+    doc = json.loads(client.execute(client.session(), "GRAPH", method="executeJson"))
+    (data,) = doc["results"][0]["data"]
+    assert data["row"] == [
+        {"player.age": 1},
+        {"w": 0.5},
+        [{"player.age": 1}, {"w": None}, {}],
+        {"when": "2020-01-02", "n": 1},
+        "01:02:03.000004Z",
+        "P2MT61.5S",
+        "LINESTRING(0 1, 2.5 3)",
+        "__EMPTY__",
+    ]
+    edge_id = {"name": "follow", "src": "v1", "dst": 2, "type": 5, "ranking": 3}
+    assert data["meta"] == [
+        {"id": "v1", "type": "vertex"},
+        {"id": edge_id, "type": "edge"},
+        [{"id": "v1", "type": "vertex"},
+         {"id": {"name": "follow", "src": 2, "dst": "v1", "type": -5, "ranking": 0}, "type": "edge"},
+         {"id": 2, "type": "vertex"}],
+        {"when": {"type": "date"}, "n": None},
+        {"type": "time"},
+        {"type": "duration"},
+        None,
+        None,
+    ]  # fmt: skip
+
+
+def test_json_plan_description(fake_graphd: FakeGraphd, raw_client: RawFactory) -> None:
+    plan = ttypes.PlanDescription(
+        plan_node_descs=[ttypes.PlanNodeDescription(
+            name=b"Start", id=0, output_var=b"__Start_0",
+            description=[ttypes.Pair(key=b"k", value=b"v")],
+            profiles=[ttypes.ProfilingStats(rows=1, exec_duration_in_us=2, total_duration_in_us=3,
+                                            other_stats={b"a": b"b"})],
+            branch_info=ttypes.PlanNodeBranchInfo(is_do_branch=True, condition_node_id=7),
+            dependencies=[1, 2])],
+        node_index_map={0: 0}, format=b"row", optimize_time_in_us=9)  # fmt: skip
+    fake_graphd.script("PROFILE X", columns=["a"], rows=[], plan_desc=plan, comment="note")
+    client = raw_client(fake_graphd)
+    result = json.loads(client.execute(client.session(), "PROFILE X", method="executeJson"))["results"][0]
+    assert result["comment"] == "note"
+    assert result["planDesc"] == {
+        "planNodeDescs": [{
+            "name": "Start", "id": 0, "outputVar": "__Start_0", "description": [{"k": "v"}],
+            "profiles": [{"rows": 1, "execDurationInUs": 2, "totalDurationInUs": 3,
+                          "otherStats": {"a": "b"}}],
+            "branchInfo": {"isDoBranch": True, "conditionNodeId": 7}, "dependencies": [1, 2],
+        }],
+        "nodeIndexMap": {"0": 0}, "format": "row", "optimize_time_in_us": 9,
+    }  # fmt: skip

@@ -247,3 +247,66 @@ def test_many_requests_on_one_connection_and_many_connections(
     assert stats.connections_open == 5 and stats.connections_accepted == 5
     assert stats.statements == 100
     assert stats.statements_by_session == {sid: 20 for sid in sids}
+
+
+def _every_value_kind() -> list[ttypes.Value]:
+    vertex = ttypes.Vertex(vid=ttypes.Value(sVal=b"v"), tags=[
+        ttypes.Tag(name=b"t", props={b"p": ttypes.Value(fVal=-1.25)})])  # fmt: skip
+    return [
+        ttypes.Value(nVal=3), ttypes.Value(bVal=False), ttypes.Value(iVal=-(2**63)),
+        ttypes.Value(fVal=1e-300), ttypes.Value(sVal=b"\x00\xff"),
+        ttypes.Value(dVal=ttypes.Date(year=-5, month=1, day=31)),
+        ttypes.Value(tVal=ttypes.Time(hour=23, minute=59, sec=59, microsec=999999)),
+        ttypes.Value(dtVal=ttypes.DateTime(year=2024, month=2, day=29, hour=0, minute=0, sec=0,
+                                           microsec=1)),  # fmt: skip
+        ttypes.Value(vVal=vertex),
+        ttypes.Value(eVal=ttypes.Edge(src=ttypes.Value(iVal=1), dst=ttypes.Value(iVal=2), type=-3,
+                                      name=b"e", ranking=9, props={})),  # fmt: skip
+        ttypes.Value(pVal=ttypes.Path(src=vertex, steps=[ttypes.Step(dst=vertex, type=1, name=b"e",
+                                                                     ranking=0, props={})])),
+        ttypes.Value(lVal=ttypes.NList(values=[ttypes.Value(iVal=1)])),
+        ttypes.Value(mVal=ttypes.NMap(kvs={b"k": ttypes.Value(bVal=True)})),
+        ttypes.Value(uVal=ttypes.NSet(values={ttypes.Value(iVal=1), ttypes.Value(sVal=b"x")})),
+        ttypes.Value(gVal=ttypes.DataSet(column_names=[b"c"], rows=[ttypes.Row(values=[ttypes.Value()])])),
+        ttypes.Value(ggVal=ttypes.Geography(pgVal=ttypes.Polygon(coordListList=[[
+            ttypes.Coordinate(x=0.1, y=0.2), ttypes.Coordinate(x=1.0, y=0.0)]]))),
+        ttypes.Value(duVal=ttypes.Duration(seconds=-1, microseconds=2, months=3)),
+    ]
+
+
+def test_compact_codec_interoperates_with_fbthrift() -> None:
+    from nebula3.fbthrift.protocol.TCompactProtocol import TCompactProtocol as FbCompact
+    from nebula3.fbthrift.transport.TTransport import TMemoryBuffer as FbBuffer
+    from nebula3.graph import GraphService
+
+    values = _every_value_kind()
+    resp = ttypes.ExecutionResponse(error_code=0, latency_in_us=1, space_name=b"s", data=ttypes.DataSet(
+        column_names=[str(i).encode() for i in range(len(values))], rows=[ttypes.Row(values=values)]))
+    ours = compact_message("executeWithParameter", wire.REPLY, 11, service.ExecuteResult(success=resp))
+    # fbthrift (what graphd and nebula3 use) reads what we write ...
+    fb_proto = FbCompact(FbBuffer(ours))
+    assert fb_proto.readMessageBegin() == (b"executeWithParameter", wire.REPLY, 11)
+    fb_result = GraphService.executeWithParameter_result()
+    fb_result.read(fb_proto)
+    # ... and writes exactly the same bytes back, which we read into the same structs
+    out = FbBuffer()
+    fb_out = FbCompact(out)
+    fb_out.writeMessageBegin("executeWithParameter", wire.REPLY, 11)
+    fb_result.write(fb_out)
+    fb_out.writeMessageEnd()
+    theirs = out.getvalue()
+    name, mtype, seqid, decoded = parse_compact_message(theirs, service.ExecuteResult)
+    assert (name, mtype, seqid) == ("executeWithParameter", wire.REPLY, 11)
+    assert decoded.success == resp
+    if len(theirs) == len(ours):  # set/map order may differ; the content must not
+        assert sorted(theirs) == sorted(ours)
+
+
+def test_drop_mid_reply_with_reset(fake_graphd: FakeGraphd, raw_client: RawFactory) -> None:
+    fake_graphd.script("HALF", drop="mid_reply", reset=True, columns=["a"], rows=[["x" * 100]])
+    client = raw_client(fake_graphd)
+    sid = client.session()
+    client.send("executeWithParameter", service.ExecuteWithParameterArgs(
+        sessionId=sid, stmt=b"HALF", parameterMap={}))  # fmt: skip
+    with pytest.raises((ConnectionResetError, EOFError)):
+        client.recv_frame()
