@@ -256,6 +256,14 @@ class Record:
         return key
 
     def __getitem__(self, key: int | str) -> ValueWrapper:
+        # hot path: plain positions and known names, errors explained by _position()
+        try:
+            if type(key) is int:
+                return ValueWrapper(self._values[key], self._tz)
+            if type(key) is str:
+                return ValueWrapper(self._values[self._index[key]], self._tz)
+        except (IndexError, KeyError):
+            pass
         return ValueWrapper(self._values[self._position(key)], self._tz)
 
     @overload

@@ -1003,25 +1003,29 @@ class ValueWrapper:
         return ValueWrapper(v, self._tz)
 
     def as_bool(self) -> bool:
-        if type(self._value) is bool:
-            return bool(self._value)
+        v = self._value
+        if v is True or v is False:
+            return v
         raise self._wrong("a bool")
 
     def as_int(self) -> int:
-        if self.is_int():
-            return int(self._value)
+        v = self._value
+        if type(v) is int or (isinstance(v, int) and not isinstance(v, bool)):
+            return v
         raise self._wrong("an int")
 
     def as_float(self) -> float:
-        if isinstance(self._value, float):
-            return self._value
+        v = self._value
+        if type(v) is float or isinstance(v, float):
+            return v
         raise self._wrong("a float")
 
     as_double = as_float
 
     def as_string(self) -> str:
-        if isinstance(self._value, str):
-            return self._value
+        v = self._value
+        if type(v) is str or isinstance(v, str):
+            return v
         raise self._wrong("a string")
 
     def as_list(self) -> list[ValueWrapper]:
@@ -1043,7 +1047,7 @@ class ValueWrapper:
 
     def as_date(self) -> _dt.date | RawDate:
         """A :class:`datetime.date` (a :class:`RawDate` when out of Python's range)."""
-        if self.is_date():
+        if type(self._value) is _dt.date or self.is_date():
             return self._value  # type: ignore[no-any-return]
         raise self._wrong("a date")
 
@@ -1085,8 +1089,9 @@ class ValueWrapper:
             raise ValueError(f"datetime {d} shifted to the local timezone is out of range") from None
 
     def as_node(self) -> Node:
-        if isinstance(self._value, Node):
-            return self._value
+        v = self._value
+        if type(v) is Node or isinstance(v, Node):
+            return v
         raise self._wrong("a node")
 
     as_vertex = as_node
