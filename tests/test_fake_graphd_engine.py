@@ -409,3 +409,14 @@ def test_json_plan_description(fake_graphd: FakeGraphd, raw_client: RawFactory) 
         }],
         "nodeIndexMap": {"0": 0}, "format": "row", "optimize_time_in_us": 9,
     }  # fmt: skip
+
+
+def test_statement_log_is_bounded(fake_graphd_factory: Callable[..., FakeGraphd],
+                                  raw_client: RawFactory) -> None:  # fmt: skip
+    server = fake_graphd_factory(log_size=3)
+    client = raw_client(server)
+    sid = client.session()
+    for n in range(5):
+        client.execute(sid, f"RETURN {n}")
+    assert [e.statement for e in server.statement_log()] == ["RETURN 2", "RETURN 3", "RETURN 4"]
+    assert server.stats().statements == 5

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import ipaddress
 import logging
 import re
@@ -152,10 +153,10 @@ class FakeGraphd:
             run_my_code(server.address)        # "127.0.0.1:<port>"
             assert server.stats().sessions_open == 0
 
-    Every method is thread-safe. One lock guards all state; no socket I/O happens while it is held
-    (except binding a listener). Each connection is served by its own daemon thread; every wait
-    inside the server (delays, holds, stalls) ends when :meth:`stop` runs, and :meth:`stop` joins
-    the threads within a bound.
+    Every method is thread-safe. One lock guards all state; nothing blocks while it is held (no
+    socket reads or writes; binding a listener is the only socket call made under it). Each
+    connection is served by its own daemon thread; every wait inside the server (delays, holds,
+    stalls) ends when :meth:`stop` runs, and :meth:`stop` joins the threads within a bound.
 
     :param host: loopback IP address to listen on (``127.0.0.0/8`` or ``::1``).
     :param port: TCP port; ``0`` picks a free one (then kept across ``stop()``/``start()``).
@@ -174,6 +175,8 @@ class FakeGraphd:
     :param stop_timeout: how long :meth:`stop` waits for the server's threads.
     :param clock: the clock session idle times are measured with (seconds, monotonic); tests can
         pass a fake clock to expire sessions without waiting.
+    :param log_size: how many entries :meth:`statement_log` keeps (the oldest are dropped);
+        ``None`` keeps everything.
     """
 
     def __init__(
@@ -192,6 +195,7 @@ class FakeGraphd:
         max_frame_size: int = 64 * 1024 * 1024,
         stop_timeout: float = 5.0,
         clock: Callable[[], float] = monotonic,
+        log_size: Optional[int] = 100_000,
     ) -> None:
         self._family = _check_loopback(host)
         if not 0 <= port <= 65535:
@@ -228,7 +232,7 @@ class FakeGraphd:
         self._conns: set[_Conn] = set()
         self._sessions: dict[int, _Session] = {}
         self._rules: list[Rule] = []
-        self._log: list[LoggedStatement] = []
+        self._log: collections.deque[LoggedStatement] = collections.deque(maxlen=log_size)
         self._stats = _Counters()
 
     # ---- properties ----------------------------------------------------------------------
@@ -552,7 +556,7 @@ class FakeGraphd:
             self._log.clear()
 
     def statement_log(self) -> list[LoggedStatement]:
-        """Every statement run on a valid session so far, oldest first (a copy)."""
+        """The statements run on valid sessions so far (the last ``log_size``), oldest first."""
         with self._lock:
             return list(self._log)
 
