@@ -304,6 +304,7 @@ def test_session_pool(fake_graphd: FakeGraphd) -> None:
 def test_session_pool_with_unknown_space(fake_graphd: FakeGraphd) -> None:
     config = SessionPoolConfig()
     config.min_size = 1
+    config.timeout = 10_000
     pool = SessionPool("root", "nebula", "nowhere", [(fake_graphd.host, fake_graphd.port)])
     try:
         with pytest.raises(RuntimeError, match="nowhere"):
