@@ -419,3 +419,11 @@ def test_socket_level_shutdown_by_client_during_hold(
     client.close()
     rule.release()
     fake_graphd.wait_for(lambda s: s.connections_open == 0 and s.statements_running == 0)
+
+
+def test_a_rule_applies_once_per_request(fake_graphd: FakeGraphd, raw_client: RawFactory) -> None:
+    rule = fake_graphd.script(re.compile(r"RETURN 5"), delay=0.01)  # matches whole and part
+    client = raw_client(fake_graphd)
+    resp = client.execute(client.session(), "USE test; RETURN 5 AS five")
+    assert rows_of(resp) == [[5]]
+    assert rule.hits == 1

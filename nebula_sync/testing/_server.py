@@ -512,10 +512,11 @@ class FakeGraphd:
             self._cond.notify_all()
 
     def _find_rule(self, method: str, statement: Optional[str], session_id: Optional[int],
-                   whole: bool) -> Optional[Rule]:  # fmt: skip
-        """The newest rule matching; ``whole`` = matching the whole request (caller holds lock)."""
+                   whole: bool, skip: Optional[Rule] = None) -> Optional[Rule]:  # fmt: skip
+        """The newest matching rule (counting the hit); ``whole`` = matching the whole request,
+        ``skip`` = a rule already applied to this request. Caller holds the lock."""
         for rule in reversed(self._rules):
-            if rule._matches(method, statement, session_id, whole):
+            if rule is not skip and rule._matches(method, statement, session_id, whole):
                 rule._hits += 1
                 self._cond.notify_all()
                 return rule
@@ -1048,7 +1049,7 @@ class FakeGraphd:
             sub_rule = None
             if len(parts) > 1:
                 with self._cond:
-                    sub_rule = self._find_rule(method, stmt_text, sid, False)
+                    sub_rule = self._find_rule(method, stmt_text, sid, False, skip=rule)
             if sub_rule is not None:
                 plan.append(sub_rule)
                 continue
