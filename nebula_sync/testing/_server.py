@@ -23,6 +23,7 @@ from nebula_sync._thrift.ttypes import Struct
 from nebula_sync.errors import ProtocolError
 from nebula_sync.testing import _engine
 from nebula_sync.testing._compact import parse_compact_message
+from nebula_sync.testing._http import FakeWebService
 from nebula_sync.testing._json import response_json
 from nebula_sync.testing._model import (
     EXECUTE_METHODS,
@@ -175,6 +176,10 @@ class FakeGraphd:
     :param stop_timeout: how long :meth:`stop` waits for the server's threads.
     :param clock: the clock session idle times are measured with (seconds, monotonic); tests can
         pass a fake clock to expire sessions without waiting.
+    :param web_port: also serve graphd's HTTP web service (``/status``, ``/stats``, ``/flags``) on
+        this port (``0`` picks a free one; see :attr:`web`); ``None`` (default) serves none. Its
+        ``/stats`` report this server's live counters under graphd's counter names, and it stops
+        and starts with the server.
     :param log_size: how many entries :meth:`statement_log` keeps (the oldest are dropped);
         ``None`` keeps everything.
     """
@@ -195,6 +200,7 @@ class FakeGraphd:
         max_frame_size: int = 64 * 1024 * 1024,
         stop_timeout: float = 5.0,
         clock: Callable[[], float] = monotonic,
+        web_port: Optional[int] = None,
         log_size: Optional[int] = 100_000,
     ) -> None:
         self._family = _check_loopback(host)
@@ -217,6 +223,9 @@ class FakeGraphd:
         self._max_frame_size = max_frame_size
         self._stop_timeout = stop_timeout
         self._clock = clock
+        self._web: Optional[FakeWebService] = None
+        if web_port is not None:
+            self._web = FakeWebService(host, web_port, stats_provider=self._web_stats)
 
         # One lock for everything below; the condition wakes every waiter (rule holds, delays,
         # stalls, wait_for) whenever state changes, and each waiter re-checks its own predicate.
@@ -292,7 +301,31 @@ class FakeGraphd:
                                       name=f"fake-graphd-accept-{self._port}", daemon=True)
             self._accept_thread = thread
         thread.start()
+        if self._web is not None:
+            self._web.start()
         return self
+
+    @property
+    def web(self) -> Optional[FakeWebService]:
+        """The HTTP web service (when ``web_port`` was given), e.g. ``server.web.address``."""
+        return self._web
+
+    def _web_stats(self) -> dict[str, Union[int, float]]:
+        """Live counters under graphd's names, for the web service's ``/stats``."""
+        st = self.stats()
+        values: dict[str, Union[int, float]] = {
+            "num_queries": st.statements,
+            "num_active_queries": st.statements_running,
+            "num_opened_sessions": st.authentications - st.authentication_failures,
+            "num_active_sessions": st.sessions_open,
+            "num_auth_failed_sessions": st.authentication_failures,
+            "num_reclaimed_expired_sessions": st.sessions_expired,
+        }
+        out: dict[str, Union[int, float]] = {}
+        for name, value in values.items():
+            for window in (5, 60, 600, 3600):
+                out[f"{name}.sum.{window}"] = value
+        return out
 
     def stop(self, timeout: Optional[float] = None) -> None:
         """Stop: close the listener and every connection, end every wait, join the threads.
@@ -326,6 +359,8 @@ class FakeGraphd:
         for sock in (wake_r, wake_w):
             if sock is not None:
                 sock.close()
+        if self._web is not None:
+            self._web.stop()
 
     close = stop
 
