@@ -50,6 +50,8 @@ def canon(x: Any) -> Any:
         return ("float", "nan" if math.isnan(x) else x.hex())
     if isinstance(x, (bool, int, str)) or x is None:
         return (type(x).__name__, x)
+    if isinstance(x, SetList):  # a set: members in no particular order
+        return ("setlist", tuple(sorted((canon(v) for v in x), key=repr)))
     if isinstance(x, (list, tuple)):
         return (type(x).__name__, tuple(canon(v) for v in x))
     if isinstance(x, (set, frozenset)):
