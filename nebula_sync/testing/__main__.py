@@ -2,12 +2,17 @@
 
 Prints one line (``fake graphd listening on <host>:<port>``) once it accepts connections, then
 serves until interrupted (Ctrl-C or SIGTERM).
+
+TLS: ``--tls-cert server.pem --tls-key server.key`` serves TLS (as graphd with
+``--enable_graph_ssl``); add ``--tls-client-ca ca.pem`` to require client certificates signed by
+that CA (mutual TLS).
 """
 
 from __future__ import annotations
 
 import argparse
 import signal
+import ssl
 import sys
 import threading
 from collections.abc import Sequence
@@ -31,7 +36,28 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                         help="expire sessions unused this long (default: never)")
     parser.add_argument("--client-version", action="append", default=None, metavar="VERSION",
                         help="accepted client handshake version (repeatable; default 3.0.0)")
+    parser.add_argument("--tls-cert", default=None, metavar="PEM",
+                        help="serve TLS with this certificate chain (PEM)")
+    parser.add_argument("--tls-key", default=None, metavar="PEM",
+                        help="the certificate's private key (default: in --tls-cert)")
+    parser.add_argument("--tls-client-ca", default=None, metavar="PEM",
+                        help="require client certificates signed by these CAs (mutual TLS)")
     return parser.parse_args(argv)
+
+
+def _ssl_context(args: argparse.Namespace) -> Optional[ssl.SSLContext]:
+    """The server-side TLS context the ``--tls-*`` flags ask for, or ``None`` for plain TCP."""
+    if args.tls_cert is None:
+        if args.tls_key is not None or args.tls_client_ca is not None:
+            raise ValueError("--tls-key and --tls-client-ca need --tls-cert")
+        return None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(args.tls_cert, args.tls_key)
+    if args.tls_client_ca is not None:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(args.tls_client_ca)
+    return ctx
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -54,6 +80,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             spaces=args.space if args.space is not None else ("basketballplayer", "test"),
             client_versions=args.client_version or ("3.0.0",),
             session_idle_timeout=args.session_idle_timeout,
+            ssl_context=_ssl_context(args),
         )
         server.start()
     except (OSError, ValueError) as exc:

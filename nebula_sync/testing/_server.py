@@ -9,6 +9,7 @@ import re
 import secrets
 import select
 import socket
+import ssl
 import struct
 import threading
 import zlib
@@ -47,6 +48,7 @@ E_CLIENT_SERVER_INCOMPATIBLE = -3061
 
 _READ_LENGTH = struct.Struct("!I").unpack
 _LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST
+_TLS_HANDSHAKE_TIMEOUT = 10.0  # seconds a client may take to finish the TLS handshake
 
 
 def _to_value(obj: Any, name: str) -> ttypes.Value:
@@ -182,6 +184,11 @@ class FakeGraphd:
         and starts with the server.
     :param log_size: how many entries :meth:`statement_log` keeps (the oldest are dropped);
         ``None`` keeps everything.
+    :param ssl_context: a server-side ``ssl.SSLContext`` (``ssl.PROTOCOL_TLS_SERVER`` with the
+        server's certificate loaded): every accepted connection is wrapped in TLS from its first
+        byte, as graphd with ``--enable_graph_ssl`` does. When the context requires client
+        certificates (``verify_mode = CERT_REQUIRED``), that is mutual TLS. A client that fails
+        the handshake (plaintext, untrusted, no certificate) is disconnected.
     """
 
     def __init__(
@@ -202,6 +209,7 @@ class FakeGraphd:
         clock: Callable[[], float] = monotonic,
         web_port: Optional[int] = None,
         log_size: Optional[int] = 100_000,
+        ssl_context: Optional[ssl.SSLContext] = None,
     ) -> None:
         self._family = _check_loopback(host)
         if not 0 <= port <= 65535:
@@ -243,6 +251,7 @@ class FakeGraphd:
         self._rules: list[Rule] = []
         self._log: collections.deque[LoggedStatement] = collections.deque(maxlen=log_size)
         self._stats = _Counters()
+        self._ssl_context = ssl_context
 
     # ---- properties ----------------------------------------------------------------------
 
@@ -693,6 +702,8 @@ class FakeGraphd:
 
     def _serve(self, conn: _Conn) -> None:
         try:
+            if self._ssl_context is not None and not self._start_tls(conn, self._ssl_context):
+                return
             while True:
                 frame = self._read_frame(conn)
                 if frame is None:
@@ -725,6 +736,26 @@ class FakeGraphd:
                 self._stats.connections_open -= 1
                 self._cond.notify_all()
 
+    def _start_tls(self, conn: _Conn, context: ssl.SSLContext) -> bool:
+        """Wrap ``conn`` in server-side TLS and run the handshake; ``False`` if it failed."""
+        with self._lock:  # swapped under the lock: stop()/drop_connections() see one socket or the other
+            if conn.closing:
+                return False
+            try:
+                conn.sock = context.wrap_socket(conn.sock, server_side=True, do_handshake_on_connect=False)
+            except (OSError, ValueError) as exc:
+                log.debug("fake graphd: cannot wrap %s:%s in TLS: %s", conn.ip, conn.port, exc)
+                return False
+            sock = conn.sock
+        try:
+            sock.settimeout(_TLS_HANDSHAKE_TIMEOUT)
+            sock.do_handshake()
+            sock.settimeout(None)
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            log.debug("fake graphd: TLS handshake with %s:%s failed: %s", conn.ip, conn.port, exc)
+            return False
+        return True
+
     def _read_exact(self, conn: _Conn, size: int) -> Optional[bytes]:
         buf = bytearray(size)
         view = memoryview(buf)
@@ -732,7 +763,7 @@ class FakeGraphd:
         while got < size:
             try:
                 n = conn.sock.recv_into(view[got:])
-            except OSError:
+            except (OSError, ValueError):  # ValueError: a TLS socket shut down by another thread
                 return None
             if n == 0:
                 return None
@@ -865,7 +896,7 @@ class FakeGraphd:
     def _send(self, conn: _Conn, data: bytes) -> bool:
         try:
             conn.sock.sendall(data)
-        except OSError:
+        except (OSError, ValueError):  # ValueError: a TLS socket shut down by another thread
             return False
         return True
 
