@@ -41,6 +41,7 @@ __all__ = [
     "from_value",
     "render_literal",
     "render_template",
+    "template_names",
     "to_parameter_map",
     "to_value",
 ]

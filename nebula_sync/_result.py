@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from typing import IO, Any, overload
 
 from nebula_sync._thrift import ttypes
-from nebula_sync._thrift.fast import GC_PAUSE_THRESHOLD, gc_paused
+from nebula_sync._thrift.fast import gc_paused
 from nebula_sync._values import _TO_PRIMITIVE, ValueWrapper, format_value, to_primitive
 
 __all__ = [
@@ -28,6 +28,8 @@ __all__ = [
 ]
 
 _PRIMITIVE_TYPES = frozenset((type(None), bool, int, float, str))
+#: conversions of at least this many cells run with the cyclic GC paused (see fast.gc_paused)
+_GC_PAUSE_CELLS = 1024
 _MISSING: Any = object()
 
 
@@ -563,7 +565,7 @@ class ResultSet:
         return [_primitive_column(c) for c in zip(*self._rows)]
 
     def _big(self) -> bool:
-        return len(self._rows) * len(self._names) >= GC_PAUSE_THRESHOLD // 8
+        return len(self._rows) * len(self._names) >= _GC_PAUSE_CELLS
 
     def as_primitive_by_row(self) -> list[dict[str, Any]]:
         """Every row as ``{column: primitive}`` (see :func:`~nebula_sync.to_primitive`).

@@ -712,6 +712,7 @@ def format_value(value: Any) -> str:
 # ---- primitives ------------------------------------------------------------------------------
 
 _PRIMITIVE = frozenset((type(None), bool, int, float, str))
+_all_primitive = _PRIMITIVE.issuperset
 
 
 def _props_primitive(props: Mapping[str, Any]) -> dict[str, Any]:
@@ -724,10 +725,14 @@ def _props_primitive(props: Mapping[str, Any]) -> dict[str, Any]:
 def _node_primitive(value: Node) -> dict[str, Any]:
     tags = value.tag_properties
     vid = value.vid
+    props = {}
+    for tag, p in tags.items():
+        # a plain copy when every property is already primitive (the common case)
+        props[tag] = dict(p) if _all_primitive(map(type, p.values())) else _props_primitive(p)
     return {
         "vid": vid if type(vid) in _PRIMITIVE else to_primitive(vid),
         "tags": list(tags),
-        "properties": {t: _props_primitive(p) for t, p in tags.items()},
+        "properties": props,
     }
 
 

@@ -396,7 +396,14 @@ class _TagFast(_Frozen):
     __slots__ = ()
 
     def __new__(cls, name: str = "", props: dict[str, Any] | None = None) -> Any:
-        return (_name(name), _names(props) if props else {})
+        # _name() / _names() inlined: this runs once per vertex
+        if not name.isascii() and "\ufffd" in name:
+            raise _Redecode
+        if not props:
+            return (name, {})
+        if not all(map(str.isascii, props)) and any("\ufffd" in k for k in props):
+            raise _Redecode
+        return (name, props)
 
 
 class _TagSafe(_Frozen):
@@ -410,7 +417,10 @@ class _Vertex(_Frozen):
     __slots__ = ()
 
     def __new__(cls, vid: Any = EMPTY, tags: list[Any] | None = None) -> Any:
-        return _node(vid, tags)
+        node = _new_node(Node)  # _node() inlined: this runs once per vertex
+        _osa(node, "vid", vid)
+        _osa(node, "tag_properties", dict(tags) if tags else {})
+        return node
 
 
 class _EdgeFast(_Frozen):
