@@ -68,6 +68,7 @@ _NULL_NAMES = {
     7: "OUT_OF_RANGE",
 }
 _NULL_CODES = {name: code for code, name in _NULL_NAMES.items()}
+_MAX_INTERNED_NULLS = 256
 
 
 class NullValue:
@@ -76,8 +77,9 @@ class NullValue:
     (``UNKNOWN(9)``), or ``EMPTY`` (graphd's "no value", a union with no member set).
 
     Decoded results carry plain ``None`` for the ordinary ``__NULL__`` and a :class:`NullValue` for
-    every other kind. Instances are falsy, interned per code (compare with ``==`` or ``is``), never
-    equal to ``None``, and immutable. Thread-safe.
+    every other kind. Instances are falsy, never equal to ``None``, immutable and compare with
+    ``==``; the known kinds (and the first few unknown codes) are interned, so ``is`` works for
+    them too. Thread-safe.
     """
 
     __slots__ = ("code", "kind")
@@ -108,6 +110,8 @@ class NullValue:
         object.__setattr__(self, "code", code)
         name = "EMPTY" if code is None else _NULL_NAMES.get(code, f"UNKNOWN({code})")
         object.__setattr__(self, "kind", name)
+        if len(cls._interned) >= _MAX_INTERNED_NULLS:  # a peer inventing codes cannot grow the table
+            return self
         return cls._interned.setdefault(code, self)
 
     def __setattr__(self, name: str, value: Any) -> None:

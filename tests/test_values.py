@@ -59,11 +59,20 @@ def test_null_kinds(code: int | None, kind: str) -> None:
     assert n.kind == kind
     assert n.code == code
     assert not n
-    assert n is NullValue(code)  # interned
+    assert n == NullValue(code)
+    if code is None or code <= 7:
+        assert n is NullValue(code)  # known kinds are interned
     assert n != None  # noqa: E711 - a null kind is not Python's None
-    assert pickle.loads(pickle.dumps(n)) is n
+    assert pickle.loads(pickle.dumps(n)) == n
     if code is not None and code <= 7:
         assert NullValue(kind) is n
+
+
+def test_unknown_null_codes_do_not_grow_the_intern_table_forever() -> None:
+    many = [NullValue(1000 + i) for i in range(2000)]
+    assert len(NullValue._interned) <= 256
+    assert NullValue(2999) == many[-1] and NullValue(2999).kind == "UNKNOWN(2999)"
+    assert NullValue(3) is NullValue(3)
 
 
 def test_null_value_is_immutable_and_validated() -> None:
