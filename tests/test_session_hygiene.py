@@ -1,0 +1,224 @@
+"""Session hygiene: no session or connection is left on graphd, whatever path a client took.
+
+* 200 clients opened, used and closed in a loop leave 0 sessions and 0 connections on the server
+  (and the process's file descriptors back where they were);
+* the per-user session limit (graphd's ``max_sessions_per_ip_per_user``) gives a clear error that
+  names the limit, and the client recovers once sessions are free;
+* the unhappy paths (timeouts, server errors, exceptions inside ``session()`` blocks, forgotten
+  sessions, ``close()`` cutting off a statement) leave nothing behind either.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
+
+import pytest
+
+from nebula_sync import ConnectionConfig, NebulaClient, SessionConfig, SessionPoolConfig
+from nebula_sync.errors import (
+    AuthenticationError,
+    ClientClosed,
+    OutcomeUnknown,
+    RequestTimeout,
+    StatementSyntaxError,
+)
+from nebula_sync.testing import FakeGraphd
+
+Factory = Callable[..., FakeGraphd]
+
+
+def make_client(server: FakeGraphd, *, size: int = 2, wait: float = 5.0, **kw: Any) -> NebulaClient:
+    return NebulaClient(
+        server.address,
+        kw.pop("username", "root"),
+        kw.pop("password", "nebula"),
+        session_pool_config=SessionPoolConfig(size=size, wait_timeout=wait),
+        conn_config=kw.pop("conn_config", ConnectionConfig(connect_timeout=2.0, request_timeout=5.0)),
+        **kw,
+    )
+
+
+def settled(server: FakeGraphd, timeout: float = 5.0) -> Any:
+    return server.wait_for(lambda s: s.sessions_open == 0 and s.connections_open == 0, timeout)
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        threading.Event().wait(0.01)  # polling a process-local counter, bounded by the deadline
+
+
+# ---- many clients ------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+def test_200_clients_opened_and_closed_leave_nothing(fake_graphd: FakeGraphd) -> None:
+    fds_before = open_fds()
+    for i in range(200):
+        with make_client(fake_graphd, size=2) as client:
+            assert client.execute("RETURN $i", {"i": i}).rows() == [(i,)]
+            if i % 10 == 0:
+                # Some clients use two sessions at once, and a held session block.
+                with client.session() as session, ThreadPoolExecutor(1) as pool:
+                    other = pool.submit(client.execute, "RETURN 'other'")
+                    assert session.execute("RETURN 'held'").rows() == [("held",)]
+                    assert other.result(5).rows() == [("other",)]
+    stats = settled(fake_graphd)
+    assert stats.sessions_open == 0 and stats.connections_open == 0
+    assert stats.authentications == stats.signouts >= 200
+    assert stats.statements == 200 + 20 * 2
+    wait_until(lambda: open_fds() <= fds_before)
+
+
+def test_200_clients_from_8_threads_leave_nothing(fake_graphd: FakeGraphd) -> None:
+    def one(i: int) -> int:
+        with make_client(fake_graphd, size=1) as client:
+            value: int = client.execute("RETURN $i", {"i": i}).rows()[0][0]
+            return value
+
+    with ThreadPoolExecutor(8) as pool:
+        assert sorted(pool.map(one, range(200))) == list(range(200))
+    stats = settled(fake_graphd)
+    assert stats.authentications == stats.signouts == 200
+
+
+# ---- the per-user session limit ----------------------------------------------------------------
+
+
+def test_session_limit_names_the_limit_and_the_client_recovers(fake_graphd_factory: Factory) -> None:
+    server = fake_graphd_factory(max_sessions_per_ip_per_user=2)
+    rule = server.script("RETURN 'hold'", hold=True)
+    holder = make_client(server, size=2)
+    other = make_client(server, size=2)
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            held = [pool.submit(holder.execute, "RETURN 'hold'") for _ in range(2)]
+            server.wait_for(lambda s: s.statements_running == 2 and s.sessions_open == 2)
+            with pytest.raises(AuthenticationError) as info:
+                other.execute("RETURN 1")
+            text = str(info.value)
+            assert "max_sessions_per_ip_per_user" in text and "threshold is 2" in text, text
+            assert "root" in text and server.address in text, text
+            assert not info.value.is_retryable()
+            # The failure released everything it took.
+            st = other.stats()
+            assert st.sessions_busy == 0 and st.sessions_idle == 0
+            assert st.hosts[0].state == "up"  # a session limit is not a dead host
+            rule.release()
+            assert [f.result(5).rows() for f in held] == [[("hold",)], [("hold",)]]
+        holder.close()
+        server.wait_for(lambda s: s.sessions_open == 0)
+        # Sessions are free again: the other client gets one (after its short auth backoff).
+        deadline = time.monotonic() + 5.0
+        while True:
+            try:
+                assert other.execute("RETURN 'recovered'").rows() == [("recovered",)]
+                break
+            except AuthenticationError:
+                assert time.monotonic() < deadline, "the client never recovered"
+                threading.Event().wait(0.05)  # the client's own backoff (<= 2 s) is running
+        assert server.stats().sessions_open == 1
+    finally:
+        holder.close()
+        other.close()
+    settled(server)
+
+
+def test_session_limit_inside_one_client_larger_than_the_limit(fake_graphd_factory: Factory) -> None:
+    # size=4 but graphd allows 2 sessions: the pool must work with the 2 it gets, without leaking.
+    server = fake_graphd_factory(max_sessions_per_ip_per_user=2)
+    errors: list[str] = []
+    ok = 0
+    lock = threading.Lock()
+    with make_client(server, size=4) as client:
+
+        def work(t: int) -> None:
+            nonlocal ok
+            for i in range(25):
+                try:
+                    value = client.execute("RETURN $t * 100 + $i", {"t": t, "i": i}).rows()[0][0]
+                except AuthenticationError as exc:
+                    assert "threshold is 2" in str(exc)
+                    continue
+                with lock:
+                    if value != t * 100 + i:
+                        errors.append(f"{t}/{i}: {value}")
+                    ok += 1
+
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(work, range(4)))
+        assert server.stats().sessions_open <= 2
+    assert errors == []
+    assert ok >= 50  # the two sessions it got did most of the work
+    settled(server)
+
+
+# ---- the unhappy paths -------------------------------------------------------------------------
+
+
+def test_unhappy_paths_leave_no_session_behind(fake_graphd: FakeGraphd) -> None:
+    fake_graphd.script("RETURN 'slow'", delay=1.0)
+    cfg = ConnectionConfig(connect_timeout=2.0, request_timeout=0.2)
+    client = make_client(fake_graphd, size=3, conn_config=cfg, session_config=SessionConfig(space="test"))
+    try:
+        with pytest.raises(RequestTimeout):
+            client.execute("RETURN 'slow'")
+        with pytest.raises(StatementSyntaxError):
+            client.execute("RETURN (")
+        with pytest.raises(ZeroDivisionError), client.session() as session:
+            session.execute("USE basketballplayer")
+            raise ZeroDivisionError  # the caller's own failure inside a session block
+        fake_graphd.forget_sessions()
+        assert client.execute("RETURN 1").rows() == [(1,)]
+        for s in fake_graphd.sessions():
+            fake_graphd.kill_session(s.session_id)
+        with ThreadPoolExecutor(3) as pool:
+            assert len(list(pool.map(lambda i: client.execute("RETURN $i", {"i": i}), range(30)))) == 30
+        fake_graphd.script("RETURN 'drop'", drop="mid_reply", times=1)
+        with pytest.raises(OutcomeUnknown):
+            client.execute("RETURN 'drop'")
+        assert {s.space for s in fake_graphd.sessions()} <= {"test"}
+    finally:
+        client.close()
+    settled(fake_graphd)
+
+
+def test_wrong_password_clients_leave_nothing() -> None:
+    with FakeGraphd(users={"root": "nebula"}) as server:
+        for _ in range(20):
+            with make_client(server, password="wrong") as client, pytest.raises(AuthenticationError):
+                client.execute("RETURN 1")
+        stats = settled(server)
+        assert stats.authentications == 0 and stats.sessions_open == 0
+
+
+def test_close_cutting_off_a_statement_still_signs_its_session_out(fake_graphd: FakeGraphd) -> None:
+    rule = fake_graphd.script("RETURN 'stuck'", hold=True)
+    client = make_client(fake_graphd, size=2, close_timeout=0.2)
+    with ThreadPoolExecutor(3) as pool:
+        stuck = [pool.submit(client.execute, "RETURN 'stuck'") for _ in range(2)]
+        fake_graphd.wait_for(lambda s: s.statements_running == 2)
+        waiting = pool.submit(client.execute, "RETURN 'queued'")
+        wait_until(lambda: client.stats().hosts[0].session_waiters == 1)
+        start = time.monotonic()
+        client.close()
+        assert time.monotonic() - start < 0.2 + 2.0
+        for f in stuck:
+            with pytest.raises(OutcomeUnknown):
+                f.result(5)
+        with pytest.raises(ClientClosed):
+            waiting.result(5)
+    # The two sessions whose statements were cut off are signed out (on fresh connections).
+    stats = fake_graphd.wait_for(lambda s: s.sessions_open == 0)
+    assert stats.signouts == 2
+    rule.release()
+    settled(fake_graphd)
