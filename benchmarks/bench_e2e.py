@@ -22,6 +22,7 @@ Run::
     /tmp/venv/bin/python benchmarks/bench_e2e.py            # about two minutes
     /tmp/venv/bin/python benchmarks/bench_e2e.py --quick    # a smoke run
     /tmp/venv/bin/python benchmarks/bench_e2e.py --profile  # + cProfile of nebula_sync, 1 thread
+    /tmp/venv/bin/python benchmarks/bench_e2e.py --breakdown  # + CPU per statement by layer
 
 Not a test: it reports (and exits 0) whatever the figures are.
 """
@@ -324,6 +325,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=None, help="runs per configuration (best is reported)")
     ap.add_argument("--statements", type=int, default=None, help="statements per run")
     ap.add_argument("--profile", action="store_true", help="also print a cProfile of nebula_sync (1 thread)")
+    ap.add_argument("--breakdown", action="store_true",
+                    help="also attribute nebula_sync's CPU per statement to its layers (_breakdown.py)")
     args = ap.parse_args()
     rounds = args.rounds or (1 if args.quick else 5)
     statements = args.statements or (1_000 if args.quick else 8_000)
@@ -350,6 +353,11 @@ def main() -> int:
                 for b in order:
                     results.setdefault((b.name, threads), []).append(timed(b, threads, statements, warmup))
         report(benches, results)
+        if args.breakdown:
+            import _breakdown
+
+            print("\nnebula_sync CPU per statement by layer (1 thread, best of 5):")
+            _breakdown.run(server.address, statements)
         if args.profile:
             print("\ncProfile, nebula_sync, 1 thread (sorted by own time):")
             print(profile_nebula_sync(server.address, statements))
