@@ -112,7 +112,13 @@ class ConnectionPool:
                 old.close()
             if conn is None:
                 return self._open_reserved(deadline)
-            if self._validate(conn):
+            try:
+                ok = self._validate(conn, deadline)
+            except BaseException:
+                # KeyboardInterrupt and the like mid-check: the slot must not stay taken.
+                self._forget(conn)
+                raise
+            if ok:
                 return conn
             self._forget(conn)
 
@@ -124,7 +130,7 @@ class ConnectionPool:
             return True
         return cfg.max_lifetime is not None and now - conn.created_at > cfg.max_lifetime
 
-    def _validate(self, conn: Connection) -> bool:
+    def _validate(self, conn: Connection, deadline: float | None) -> bool:
         """Check a reused connection outside the lock: dropped by the peer? stale enough to ping?"""
         if conn.is_dropped():
             log.debug("connection #%s to %s was dropped while idle", conn.id, self.address)
@@ -133,8 +139,12 @@ class ConnectionPool:
         idle = time.monotonic() - conn.last_used
         if cfg.ping_before_execute or (cfg.ping_after_idle is not None and idle > cfg.ping_after_idle):
             self.pings += 1
+            timeout = cfg.ping_timeout
+            left = _remaining(deadline)
+            if left is not None:
+                timeout = max(0.001, min(timeout, left))
             try:
-                conn.ping()
+                conn.ping(timeout)
             except NebulaError as exc:
                 log.debug("ping on connection #%s to %s failed: %s", conn.id, self.address, exc)
                 return False
@@ -279,6 +289,7 @@ class Lease:
     host: HostEntry
     session: Optional[ServerSession]
     probe: bool = False
+    returned: bool = False
 
 
 class _Waiter:
@@ -330,13 +341,15 @@ class SessionBroker:
         with self._lock:
             if self._closed:
                 raise ClientClosed("the client is closed")
-            if not self._waiters:  # never overtake a waiter (FIFO)
+            if self._waiters:
+                # Serve the queue first (a backoff may have ended since it last moved); a new
+                # caller never overtakes a waiter (FIFO).
+                self._dispatch_locked()
+            if not self._waiters:
                 lease = self._take_locked(time.monotonic())
                 if lease is not None:
                     return lease
-            if not any(self._available_locked(h, time.monotonic()) for h in self.hosts) and all(
-                h.busy == 0 for h in self.hosts
-            ):
+            if self._hopeless_locked():
                 raise self._no_host_error_locked()
             left = _remaining(deadline)
             if left is not None and left <= 0:
@@ -344,15 +357,64 @@ class SessionBroker:
             waiter = _Waiter()
             self._waiters.append(waiter)
         waited_from = time.monotonic()
-        waiter.event.wait(left)
+        try:
+            while True:
+                # Wake at the deadline, or when a down host's backoff ends: nothing else would
+                # re-dispatch then, and the host may be the only one able to serve this waiter.
+                waiter.event.wait(self._wait_slice(deadline))
+                with self._lock:
+                    if waiter.lease is not None:
+                        return waiter.lease
+                    if waiter.error is not None:
+                        raise waiter.error
+                    self._dispatch_locked()
+                    if waiter.lease is not None:
+                        return waiter.lease
+                    left = _remaining(deadline)
+                    if left is not None and left <= 0:
+                        # Timed out: leave the queue. Under the lock, so no hand-off races this.
+                        self._waiters.remove(waiter)
+                        raise self._timeout_error_locked(deadline, time.monotonic() - waited_from)
+                    if self._hopeless_locked():
+                        self._waiters.remove(waiter)
+                        raise self._no_host_error_locked()
+        except BaseException:
+            # Raised above, or interrupted mid-wait (KeyboardInterrupt): never keep a slot. A lease
+            # handed over just before the interruption goes back; a queued waiter leaves.
+            with self._lock:
+                lease = waiter.lease
+                if lease is not None and not lease.returned:
+                    self._give_back_locked(lease, lease.session)
+                    self._returned.notify_all()
+                elif waiter in self._waiters:
+                    self._waiters.remove(waiter)
+            raise
+
+    def _wait_slice(self, deadline: float | None) -> float | None:
+        left = _remaining(deadline)
         with self._lock:
-            if waiter.lease is not None:
-                return waiter.lease
-            if waiter.error is not None:
-                raise waiter.error
-            # Timed out: leave the queue. Under the lock, so no hand-off can race with this.
-            self._waiters.remove(waiter)
-            raise self._timeout_error_locked(deadline, time.monotonic() - waited_from)
+            now = time.monotonic()
+            due = [h.retry_at - now for h in self.hosts if h.state != HostState.UP and h.retry_at > now]
+        if due:
+            nearest = min(due) + 0.001
+            return nearest if left is None else min(left, nearest)
+        return left
+
+    def _hopeless_locked(self) -> bool:
+        """No host can lend now and no lease is out to come back: waiting cannot help.
+
+        The same condition makes a new caller's :meth:`borrow` raise ``NoHostAvailable``.
+        """
+        now = time.monotonic()
+        return not any(self._available_locked(h, now) or h.busy for h in self.hosts)
+
+    def _fail_hopeless_waiters_locked(self) -> None:
+        if self._waiters and self._hopeless_locked():
+            error = self._no_host_error_locked()
+            while self._waiters:
+                waiter = self._waiters.popleft()
+                waiter.error = error
+                waiter.event.set()
 
     def _available_locked(self, host: HostEntry, now: float) -> bool:
         if host.state == HostState.UP:
@@ -421,26 +483,36 @@ class SessionBroker:
         """
         host = lease.host
         with self._lock:
-            host.busy -= 1
-            if lease.probe:
-                host.probing = False
+            if lease.returned:
+                raise ValueError(f"lease on {host.name} was already released")
             if statements:
                 host.counters["statements"] += statements
             if errors:
                 host.counters["errors"] += errors
-            leftover = None
-            if session is not None:
-                if self._swept:
-                    leftover = session
-                else:
-                    # After close() began, sessions still come back here so that its sweep signs
-                    # them out; until then they go idle for the next borrower.
-                    session.last_used = time.monotonic()
-                    host.idle.append(session)
-            if not self._closed:
-                self._dispatch_locked()
+            leftover = self._give_back_locked(lease, session)
             self._returned.notify_all()
             return leftover
+
+    def _give_back_locked(self, lease: Lease, session: ServerSession | None) -> ServerSession | None:
+        """Return a lease's slot (and session) under the lock; hand it on to waiters."""
+        host = lease.host
+        lease.returned = True
+        host.busy -= 1
+        if lease.probe:
+            host.probing = False
+        leftover = None
+        if session is not None:
+            if self._swept:
+                leftover = session
+            else:
+                # After close() began, sessions still come back here so that its sweep signs
+                # them out; until then they go idle for the next borrower.
+                session.last_used = time.monotonic()
+                host.idle.append(session)
+        if not self._closed:
+            self._dispatch_locked()
+            self._fail_hopeless_waiters_locked()
+        return leftover
 
     # ---- host health -------------------------------------------------------------------------
 
@@ -455,6 +527,7 @@ class SessionBroker:
             host.last_error = str(error)
             host.counters["connect_failures"] += 1
             self._dispatch_locked()
+            self._fail_hopeless_waiters_locked()
         host.conn_pool.close_idle()
         if was_up:
             log.warning("graphd host %s is down (%s); retrying in about %.1fs", host.name, error, delay)

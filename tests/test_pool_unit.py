@@ -522,12 +522,6 @@ def test_pool_does_no_io_under_its_lock(world: FakeWorld, make_pool: Callable[..
     assert world.violations == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: ConnectionPool.acquire() only handles NebulaError from _validate(); any other "
-    "exception from is_dropped()/ping() (KeyboardInterrupt, a signal handler's exception) leaves "
-    "the connection in _active with no borrower, and the slot is lost for good.",
-)
 def test_pool_slot_survives_an_exception_during_validation(
     world: FakeWorld, make_pool: Callable[..., FakePool]
 ) -> None:
@@ -874,11 +868,6 @@ def test_broker_close_is_bounded_and_late_release_returns_the_session(
         broker.borrow(soon())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: SessionBroker.release() does not detect a lease given back twice: host.busy goes "
-    "negative and the host then lends size+1 sessions at once (ConnectionPool.release guards this).",
-)
 def test_broker_release_of_a_lease_twice_is_refused(make_broker: Callable[..., SessionBroker]) -> None:
     broker = make_broker(hosts=1, size=1)
     lease = broker.borrow(soon())
@@ -891,12 +880,6 @@ def test_broker_release_of_a_lease_twice_is_refused(make_broker: Callable[..., S
 
 
 @pytest.mark.usefixtures("observed_waiters")
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a waiter queued while its host was up is never told when the last host goes down: "
-    "mark_down()/release() dispatch only leases, so it waits out its whole deadline and gets "
-    "PoolTimeout, although a new borrower gets NoHostAvailable at once (and no one re-probes).",
-)
 def test_broker_waiter_learns_when_the_last_host_goes_down(
     world: FakeWorld, make_broker: Callable[..., SessionBroker]
 ) -> None:
@@ -916,12 +899,6 @@ def test_broker_waiter_learns_when_the_last_host_goes_down(
 
 
 @pytest.mark.usefixtures("observed_waiters")
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: when a down host's backoff passes, nothing dispatches it to queued waiters (and "
-    "newcomers queue behind them): the host is not re-probed until some other lease is released, "
-    "so waiters time out while a usable host sits idle.",
-)
 def test_broker_waiter_gets_the_probe_when_backoff_passes(
     world: FakeWorld, make_broker: Callable[..., SessionBroker]
 ) -> None:
@@ -940,12 +917,6 @@ def test_broker_waiter_gets_the_probe_when_backoff_passes(
         broker.release(held, None)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: SessionBroker.borrow() leaves its _Waiter queued when event.wait() raises (a "
-    "KeyboardInterrupt or a signal handler's exception); the next release hands the lease to the "
-    "dead waiter and the slot is lost for good.",
-)
 def test_broker_interrupted_waiter_does_not_leak_the_slot(
     make_broker: Callable[..., SessionBroker], monkeypatch: pytest.MonkeyPatch
 ) -> None:
