@@ -26,6 +26,7 @@ from nebula_sync.config import (
     HostsSpec,
     SessionConfig,
     SessionPoolConfig,
+    check_seconds,
     parse_hosts,
 )
 from nebula_sync.errors import (
@@ -59,6 +60,16 @@ def _min_deadline(a: float | None, b: float | None) -> float | None:
     if b is None:
         return a
     return min(a, b)
+
+
+def _request_timeout(cfg: ConnectionConfig, timeout: Any) -> Optional[float]:
+    """The reply timeout for one call: ``timeout`` if given (validated), else the configured one."""
+    if timeout is _DEFAULT:
+        return cfg.request_timeout
+    if timeout is not None:
+        check_seconds("timeout", timeout)
+        return float(timeout)
+    return None
 
 
 def _left(deadline: float | None) -> bool:
@@ -126,7 +137,12 @@ class _Prepared:
         if not isinstance(text, str):
             raise TypeError(f"statement must be a str, got {type(text).__name__}")
         self.text = text
-        self.stmt = text.encode("utf-8")
+        try:
+            self.stmt = text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(
+                f"statement is not valid Unicode text: a lone surrogate at position {exc.start}"
+            ) from None
         self.params = params
 
 
@@ -145,6 +161,9 @@ def _prepare_py(statement: str, params: Params) -> _Prepared:
         return _prepare(_params.render_template(statement, {}), None)
     if not isinstance(params, Mapping):
         raise TypeError(f"params must be a mapping of names to values, got {type(params).__name__}")
+    for key in params:
+        if not isinstance(key, str):
+            raise TypeError(f"parameter names must be str, not {type(key).__name__} ({key!r})")
     rendered = _params.render_template(statement, params)
     # ``$name`` references are server-side parameters; send those the statement mentions.
     server = {k: v for k, v in params.items() if re.search(r"\$" + re.escape(k) + r"\b", rendered)}
@@ -204,8 +223,14 @@ class NebulaClient:
                 f"min_healthy_hosts must be between 1 and the number of hosts "
                 f"({len(self._addresses)}), got {min_healthy_hosts}"
             )
-        if close_timeout is not None and close_timeout < 0:
-            raise ValueError(f"close_timeout must be >= 0 or None, got {close_timeout}")
+        if close_timeout is not None:
+            check_seconds("close_timeout", close_timeout, allow_zero=True)
+        for field, text in (("username", username), ("password", password or "")):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                # Never quote the text: it may be the password.
+                raise ValueError(f"{field} is not valid Unicode text (it holds a lone surrogate)") from None
         self._username = username
         self._password = password or ""
         self._pool_config = session_pool_config or SessionPoolConfig()
@@ -258,6 +283,11 @@ class NebulaClient:
                 return
             except NebulaError as exc:
                 errors[host.name] = exc
+                return
+            except Exception as exc:  # never let the probe thread die with the socket open
+                conn.close()
+                errors[host.name] = ConnectionFailed(f"could not connect to {host.name}: {exc!r}",
+                                                     host=host.name)  # fmt: skip
                 return
             host.conn_pool.add_idle(conn)
 
@@ -352,6 +382,8 @@ class NebulaClient:
         """
         self._check()
         wait = self._pool_config.wait_timeout if wait_timeout is _DEFAULT else wait_timeout
+        if wait is not None:
+            check_seconds("wait_timeout", wait, allow_zero=True)
         lease = self._broker.borrow(None if wait is None else time.monotonic() + wait)
         handle = Session(self, lease)
         try:
@@ -470,9 +502,7 @@ class NebulaClient:
     def _run(self, prepared: _Prepared, timeout: Optional[float], idempotent: bool,
              as_json: bool = False) -> Any:  # fmt: skip
         cfg = self._conn_config
-        req_timeout = cfg.request_timeout if timeout is _DEFAULT else timeout
-        if req_timeout is not None and (isinstance(req_timeout, bool) or req_timeout <= 0):
-            raise ValueError(f"timeout must be > 0 seconds or None, got {req_timeout!r}")
+        req_timeout = _request_timeout(cfg, timeout)
         wait_timeout = self._pool_config.wait_timeout
         start = time.monotonic()
         wait_deadline = None if wait_timeout is None else start + wait_timeout
@@ -543,8 +573,7 @@ class NebulaClient:
                 self._broker.mark_up(host)
             try:
                 session = lease.session
-                limit = self._pool_config.max_idle_time
-                if session is not None and limit is not None and time.monotonic() - session.last_used > limit:
+                if session is not None and self._too_old(session):
                     lease.session = None
                     self._signout(host, session, conn)
                     session = None
@@ -555,9 +584,16 @@ class NebulaClient:
                 if code in _SESSION_INVALID:
                     # graphd rejected the statement before running it: renew the session, retry once.
                     self._broker.count(host, "session_renewals")
+                    lost_space = session.space
                     lease.session = None
                     session = lease.session = self._authenticate(host, conn, overall)
+                    if not restore_space and lost_space and lost_space != session.space:
+                        # A held session (client.session()) had switched space: a renewed one
+                        # must run the statement in that space too, not the configured one.
+                        self._use(host, conn, session, lost_space, overall)
                     resp, code = self._send(conn, session, prepared, req_timeout, overall, as_json)
+                    if code in _SESSION_INVALID:
+                        lease.session = None  # rejected again: don't pool it
                 if code != 0:
                     errors += 1
                     raise self._server_error(resp, code, prepared, host, as_json)
@@ -571,6 +607,25 @@ class NebulaClient:
                 leftover = self._broker.release(lease, lease.session, statements=statements, errors=errors)
                 if leftover is not None:
                     self._signout(host, leftover, None)
+            elif statements or errors:
+                # A held session (client.session()) counts as it goes, not when it is returned.
+                self._broker.count(host, "statements", statements)
+                self._broker.count(host, "errors", errors)
+
+    def _too_old(self, session: ServerSession) -> bool:
+        cfg = self._pool_config
+        now = time.monotonic()
+        if cfg.max_idle_time is not None and now - session.last_used > cfg.max_idle_time:
+            return True
+        return cfg.max_lifetime is not None and now - session.created_at > cfg.max_lifetime
+
+    def _use(self, host: HostEntry, conn: Connection, session: ServerSession, space: str,
+             deadline: float | None) -> None:  # fmt: skip
+        """Switch ``session`` to ``space`` (raises the server's error if it can't)."""
+        prepared = _Prepared(SessionConfig(space=space).use_statement() or "", None)
+        reply, code = self._send(conn, session, prepared, None, deadline, False)
+        if code != 0:
+            raise self._server_error(reply, code, prepared, host, False)
 
     def _send(
         self,
@@ -758,8 +813,7 @@ class Session:
         if not self._busy.acquire(blocking=False):
             raise RuntimeError("a Session runs one statement at a time; it is used by another thread")
         try:
-            cfg = client._conn_config
-            req_timeout = cfg.request_timeout if timeout is _DEFAULT else timeout
+            req_timeout = _request_timeout(client._conn_config, timeout)
             start = time.monotonic()
             overall = None if req_timeout is None else start + req_timeout
             attempts = 0

@@ -156,21 +156,30 @@ class Connection:
                 name = cfg.tls.server_hostname or self.address.host
                 sock.settimeout(_remaining(connect_deadline))
                 sock = ctx.wrap_socket(sock, server_hostname=name)
-        except ssl.SSLError as exc:
+        except (ssl.SSLError, OSError) as exc:
             sock.close()
-            raise ConnectionFailed(f"TLS handshake with {self.host} failed: {exc}", host=self.host) from exc
-        except OSError as exc:
-            sock.close()
+            if cfg.tls is not None:
+                hint = "certificate verification failed" if isinstance(
+                    exc, ssl.SSLCertVerificationError) else "is TLS enabled on graphd?"  # fmt: skip
+                raise ConnectionFailed(
+                    f"TLS handshake with {self.host} failed ({hint}): {exc}", host=self.host
+                ) from exc
             raise ConnectionFailed(f"could not set up {self.host}: {exc}", host=self.host) from exc
         self._sock = sock
         self._broken = False
         try:
             self._handshake(connect_deadline)
-        except OutcomeUnknown as exc:
+        except (OutcomeUnknown, ConnectionFailed) as exc:
             # Nothing but the handshake was sent: treat a silent server as unreachable.
             self.close()
-            raise ConnectionFailed(f"version handshake with {self.host} failed: {exc.message}",
-                                   host=self.host) from exc  # fmt: skip
+            hint = ""
+            if cfg.tls is not None:
+                # With TLS 1.3 a server that rejects the client certificate says so only after
+                # the handshake "succeeded", so the first request is what fails.
+                hint = " (TLS: did graphd reject the connection, e.g. require a client certificate?)"
+            raise ConnectionFailed(
+                f"version handshake with {self.host} failed{hint}: {exc.message}", host=self.host
+            ) from exc
         except NebulaError:
             self.close()
             raise
@@ -306,8 +315,10 @@ class Connection:
         except OSError as exc:
             # A frame graphd did not receive whole is never executed: nothing ran.
             self.close()
+            what = "TLS connection" if isinstance(exc, ssl.SSLError) else "connection"
             raise ConnectionFailed(
-                f"sending {method} to {self.host} failed: {exc}", host=self.host
+                f"sending {method} to {self.host} failed ({what} closed by the server?): {exc}",
+                host=self.host,
             ) from exc
         return seqid
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import os
 import re
 import ssl
 from collections.abc import Iterable, Sequence
@@ -31,6 +32,8 @@ __all__ = [
 ]
 
 DEFAULT_PORT = 9669
+#: the longest finite duration accepted anywhere (about 115 days); use ``None`` for "no limit"
+MAX_SECONDS = 1e7
 
 
 @attrs.frozen(order=True)
@@ -89,7 +92,7 @@ def _parse_one(text: str) -> HostAddress:
         if _ and not port_text:
             raise ValueError(f"bad host {text!r}: missing port after ':'")
     if port_text:
-        if not port_text.isdigit():
+        if not (port_text.isascii() and port_text.isdigit()):
             raise ValueError(f"bad host {text!r}: port {port_text!r} is not a number")
         return HostAddress(host, int(port_text))
     return HostAddress(host)
@@ -135,25 +138,45 @@ def _timeout(allow_none: bool = True, allow_zero: bool = False) -> Any:
             return
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise TypeError(f"{attribute.name} must be seconds as a float, got {type(value).__name__}")
-        if math.isnan(value) or value < 0 or (value == 0 and not allow_zero):
-            bound = ">= 0" if allow_zero else "> 0"
-            raise ValueError(f"{attribute.name} must be {bound} seconds (or None for no limit), got {value}")
+        check_seconds(attribute.name, value, allow_zero=allow_zero)
 
     return check
 
 
-def _int_at_least(low: int) -> Any:
+def check_seconds(name: str, value: Any, *, allow_zero: bool = False) -> None:
+    """Raise ``TypeError``/``ValueError`` naming ``name`` unless ``value`` is a sane duration."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be seconds as a float (or None), got {type(value).__name__}")
+    if math.isnan(value) or value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be {bound} seconds (or None for no limit), got {value}")
+    if value > MAX_SECONDS:
+        raise ValueError(f"{name} must be at most {MAX_SECONDS:g} seconds (None: no limit), got {value}")
+
+
+def _int_at_least(low: int, high: int = 2**31 - 1) -> Any:
     def check(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"{attribute.name} must be an int, got {type(value).__name__}")
         if value < low:
             raise ValueError(f"{attribute.name} must be >= {low}, got {value}")
+        if value > high:
+            raise ValueError(f"{attribute.name} must be <= {high}, got {value}")
 
     return check
 
 
 def _opt_float(value: Any) -> Any:
     return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+def _path(value: Any) -> Any:
+    return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+
+def _opt_str(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"TLSConfig.{attribute.name} must be a str or path, got {type(value).__name__}")
 
 
 @attrs.frozen(kw_only=True)
@@ -170,24 +193,38 @@ class TLSConfig:
     :param ssl_context: a ready ``ssl.SSLContext``; when given, the other settings are not used.
     """
 
-    ca_file: Optional[str] = None
-    cert_file: Optional[str] = None
-    key_file: Optional[str] = None
-    key_password: Optional[str] = attrs.field(default=None, repr=False)
+    ca_file: Optional[str] = attrs.field(default=None, converter=_path, validator=_opt_str)
+    cert_file: Optional[str] = attrs.field(default=None, converter=_path, validator=_opt_str)
+    key_file: Optional[str] = attrs.field(default=None, converter=_path, validator=_opt_str)
+    key_password: Optional[str] = attrs.field(default=None, repr=False, validator=_opt_str)
     verify: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
     check_hostname: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
-    server_hostname: Optional[str] = None
-    ssl_context: Optional[ssl.SSLContext] = attrs.field(default=None, repr=False)
+    server_hostname: Optional[str] = attrs.field(default=None, validator=_opt_str)
+    ssl_context: Optional[ssl.SSLContext] = attrs.field(
+        default=None,
+        repr=False,
+        validator=attrs.validators.optional(attrs.validators.instance_of(ssl.SSLContext)),
+    )
+    _context: ssl.SSLContext = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
         if self.key_file is not None and self.cert_file is None:
             raise ValueError("TLSConfig.key_file needs cert_file")
+        for name in ("ca_file", "cert_file", "key_file"):
+            path = getattr(self, name)
+            if path is not None and not os.path.isfile(path):
+                raise ValueError(f"TLSConfig.{name}: no such file {path!r}")
+        # Built once, here, so a bad CA file, certificate or key password is reported at
+        # construction, naming the file, instead of blaming the host on every connect.
+        object.__setattr__(self, "_context", self._build_context())
 
-    def create_context(self) -> ssl.SSLContext:
-        """Build the ``SSLContext`` these settings describe (TLS 1.2 or newer)."""
+    def _build_context(self) -> ssl.SSLContext:
         if self.ssl_context is not None:
             return self.ssl_context
-        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=self.ca_file)
+        try:
+            ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=self.ca_file)
+        except (ssl.SSLError, OSError) as exc:
+            raise ValueError(f"TLSConfig.ca_file {self.ca_file!r} holds no usable CA: {exc}") from None
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         if not self.verify:
             ctx.check_hostname = False
@@ -195,8 +232,28 @@ class TLSConfig:
         else:
             ctx.check_hostname = self.check_hostname
         if self.cert_file is not None:
-            ctx.load_cert_chain(self.cert_file, self.key_file, self.key_password)
+            key = self.key_file or self.cert_file
+
+            def password() -> str:
+                # Always a callable: OpenSSL must never prompt on a terminal for a passphrase.
+                if self.key_password is None:
+                    raise ValueError(f"TLSConfig.key_file {key!r} is encrypted: give key_password")
+                return self.key_password
+
+            try:
+                ctx.load_cert_chain(self.cert_file, self.key_file, password)
+            except ValueError:
+                raise
+            except (ssl.SSLError, OSError) as exc:
+                raise ValueError(
+                    f"could not load the client certificate {self.cert_file!r} with key {key!r} "
+                    f"(wrong key_password, or the key does not match?): {exc}"
+                ) from None
         return ctx
+
+    def create_context(self) -> ssl.SSLContext:
+        """The ``SSLContext`` these settings describe (TLS 1.2 or newer), built at construction."""
+        return self._context
 
 
 @attrs.frozen(kw_only=True)
@@ -216,7 +273,6 @@ class ConnectionConfig:
         supports them), so middleboxes don't silently drop idle connections.
     :param framing: ``"theader"`` (graphd's native framing) or ``"framed"`` (framed binary fallback).
     :param max_connections_per_host: connection cap per host (``None``: the session pool size).
-    :param min_connections_per_host: connections kept open per host when idle.
     :param max_idle_time: idle connections older than this are closed.
     :param max_lifetime: connections older than this are closed when returned.
     :param max_frame_size: largest reply frame accepted, bytes.
@@ -236,14 +292,14 @@ class ConnectionConfig:
     )
     handshake_key: str = attrs.field(default="3.0.0", validator=attrs.validators.instance_of(str))
     tcp_keepalive: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
-    keepalive_idle: int = attrs.field(default=60, validator=_int_at_least(1))
-    keepalive_interval: int = attrs.field(default=10, validator=_int_at_least(1))
-    keepalive_count: int = attrs.field(default=6, validator=_int_at_least(1))
+    # Linux caps TCP_KEEPIDLE / TCP_KEEPINTVL at 32767 s and TCP_KEEPCNT at 127.
+    keepalive_idle: int = attrs.field(default=60, validator=_int_at_least(1, 32767))
+    keepalive_interval: int = attrs.field(default=10, validator=_int_at_least(1, 32767))
+    keepalive_count: int = attrs.field(default=6, validator=_int_at_least(1, 127))
     framing: Framing = attrs.field(default=Framing.THEADER, converter=Framing)
     max_connections_per_host: Optional[int] = attrs.field(
         default=None, validator=attrs.validators.optional(_int_at_least(1))
     )
-    min_connections_per_host: int = attrs.field(default=0, validator=_int_at_least(0))
     max_idle_time: Optional[float] = attrs.field(default=600.0, converter=_opt_float, validator=_timeout())
     max_lifetime: Optional[float] = attrs.field(default=None, converter=_opt_float, validator=_timeout())
     max_frame_size: int = attrs.field(default=256 * 1024 * 1024, validator=_int_at_least(1024))
@@ -253,12 +309,6 @@ class ConnectionConfig:
     def __attrs_post_init__(self) -> None:
         if not self.handshake_key:
             raise ValueError("handshake_key must not be empty")
-        cap = self.max_connections_per_host
-        if cap is not None and self.min_connections_per_host > cap:
-            raise ValueError(
-                f"min_connections_per_host ({self.min_connections_per_host}) exceeds "
-                f"max_connections_per_host ({cap})"
-            )
 
     @property
     def limits(self) -> Limits:
@@ -273,22 +323,17 @@ class SessionPoolConfig:
     :param size: sessions per host; at most ``hosts × size`` statements run at once.
     :param wait_timeout: how long a caller waits for a free session: ``None`` waits forever,
         ``0`` fails at once with :class:`~nebula_sync.errors.PoolTimeout`.
-    :param min_idle: sessions kept authenticated per host even when idle.
-    :param max_idle_time: sessions idle longer than this are signed out (above ``min_idle``).
-    :param max_lifetime: sessions older than this are signed out when returned.
+    :param max_idle_time: a session idle longer than this is signed out and replaced when next
+        borrowed (keep it below graphd's ``session_idle_timeout_secs``).
+    :param max_lifetime: a session older than this is signed out and replaced when next borrowed.
     """
 
     size: int = attrs.field(default=4, validator=_int_at_least(1))
     wait_timeout: Optional[float] = attrs.field(
         default=60.0, converter=_opt_float, validator=_timeout(allow_zero=True)
     )
-    min_idle: int = attrs.field(default=0, validator=_int_at_least(0))
     max_idle_time: Optional[float] = attrs.field(default=3600.0, converter=_opt_float, validator=_timeout())
     max_lifetime: Optional[float] = attrs.field(default=None, converter=_opt_float, validator=_timeout())
-
-    def __attrs_post_init__(self) -> None:
-        if self.min_idle > self.size:
-            raise ValueError(f"min_idle ({self.min_idle}) exceeds size ({self.size})")
 
 
 def _statements(value: Any) -> tuple[str, ...]:

@@ -287,16 +287,6 @@ def test_missing_client_certificate_is_rejected(mtls_graphd: FakeGraphd, pki: Pk
     settled(mtls_graphd)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (unclear error): with TLS 1.3 the client's handshake completes before the server "
-    "checks the client certificate; about half the time the server's close is seen while *sending* "
-    "verifyClientVersion and Connection._send reports 'sending verifyClientVersion to <host> failed: "
-    "EOF occurred in violation of protocol' -- no mention of TLS or of a client certificate. "
-    "Fix in _connection.py: in _send (and the open() handshake path) catch ssl.SSLError separately "
-    "and say 'TLS connection to <host> was closed by the server (does it require a client "
-    "certificate?)'.",
-)
 def test_missing_client_certificate_error_says_tls_and_certificate(
     mtls_graphd: FakeGraphd, pki: Pki, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -325,24 +315,16 @@ def test_client_certificate_from_a_foreign_ca_is_rejected(mtls_graphd: FakeGraph
 
 
 def test_wrong_key_password_fails_without_showing_either_password(mtls_graphd: FakeGraphd, pki: Pki) -> None:
-    tls = TLSConfig(ca_file=pki.ca_file, cert_file=pki.client_cert_only_file,
-                    key_file=pki.encrypted_client_key_file, key_password="not-the-password")  # fmt: skip
-    assert "not-the-password" not in repr(tls)
     with pytest.raises((NebulaError, ValueError)) as info:
+        tls = TLSConfig(ca_file=pki.ca_file, cert_file=pki.client_cert_only_file,
+                        key_file=pki.encrypted_client_key_file, key_password="not-the-password")  # fmt: skip
+        assert "not-the-password" not in repr(tls)
         client_for(mtls_graphd, tls)
     texts = [str(e) for e in chain(info.value)] + [repr(e.args) for e in chain(info.value)]
     assert not any("not-the-password" in t or pki.key_password in t for t in texts)
     assert mtls_graphd.stats().authentications == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (unclear error): a wrong TLSConfig.key_password surfaces as NoHostAvailable "
-    "'... TLS handshake with <host> failed: [SSL] PEM lib' after a TCP connect: it blames the "
-    "host (marked down) and names neither the key file nor the password. Fix in config.py: "
-    "TLSConfig.__attrs_post_init__ should build the context once (load_cert_chain) and raise "
-    "ValueError('could not load the client key <key_file>: wrong key_password?').",
-)
 def test_wrong_key_password_is_a_clear_local_error_before_connecting(
     mtls_graphd: FakeGraphd, pki: Pki
 ) -> None:
@@ -355,13 +337,6 @@ def test_wrong_key_password_is_a_clear_local_error_before_connecting(
     assert mtls_graphd.stats().connections_accepted == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (unclear error): TLSConfig(ca_file=<missing file>) is accepted; every connect "
-    "then fails with 'could not set up <host>: [Errno 2] No such file or directory' -- the host is "
-    "blamed (marked down) and the missing file is not named. Fix in config.py: check ca_file / "
-    "cert_file / key_file exist (or build the context) in TLSConfig.__attrs_post_init__.",
-)
 def test_missing_ca_file_is_named(tls_graphd: FakeGraphd, tmp_path: Path) -> None:
     missing = str(tmp_path / "no-such-ca.pem")
     with pytest.raises((NebulaError, ValueError, OSError)) as info:
@@ -375,8 +350,8 @@ import fcntl, sys, termios
 fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 from nebula_sync import ConnectionConfig, NebulaClient, TLSConfig
 from nebula_sync.errors import NebulaError
-tls = TLSConfig(ca_file=sys.argv[2], cert_file=sys.argv[3], key_file=sys.argv[4])
 try:
+    tls = TLSConfig(ca_file=sys.argv[2], cert_file=sys.argv[3], key_file=sys.argv[4])
     NebulaClient("127.0.0.1:" + sys.argv[1], "root", "x",
                  conn_config=ConnectionConfig(connect_timeout=1.0, tls=tls))
 except (NebulaError, ValueError) as exc:
@@ -386,15 +361,6 @@ print("DONE", flush=True)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs a Linux pty")
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (hang): an encrypted key_file with key_password=None makes OpenSSL prompt "
-    "'Enter PEM pass phrase:' on the controlling terminal from the client's connect thread and "
-    "block there, past connect_timeout (NebulaClient() never returns in an interactive script). "
-    "Fix in config.py TLSConfig.create_context: always pass a password callable to "
-    "load_cert_chain, e.g. password=lambda: self.key_password or _raise(ValueError('key_file is "
-    "encrypted: give key_password')), so OpenSSL never prompts.",
-)
 def test_encrypted_key_without_password_never_prompts(tls_graphd: FakeGraphd, pki: Pki) -> None:
     import os
     import pty
@@ -454,13 +420,6 @@ def test_tls_client_against_plaintext_server_fails_fast(fake_graphd: FakeGraphd,
     settled(fake_graphd)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (unclear error): a TLS client against a plaintext graphd gets "
-    "'could not set up <host>: [Errno 104] Connection reset by peer' -- nothing says the TLS "
-    "handshake failed. Fix in _connection.py open(): report any OSError raised by wrap_socket as "
-    "'TLS handshake with <host> failed: ... (is TLS enabled on graphd?)'.",
-)
 def test_tls_client_against_plaintext_server_error_says_tls(fake_graphd: FakeGraphd, pki: Pki) -> None:
     exc, _ = failure(lambda: open_connection(fake_graphd.port, TLSConfig(ca_file=pki.ca_file)))
     assert "TLS" in str(exc), str(exc)
