@@ -126,9 +126,6 @@ class Repl:
         except NebulaError:
             pass
 
-    def _renewals(self) -> int:
-        return sum(h.session_renewals for h in self.client.stats().hosts)
-
     def execute(self, text: str) -> bool:
         """Run one statement and print its result or error; ``True`` if it succeeded."""
         self.statements += 1
@@ -139,10 +136,10 @@ class Repl:
     def _execute(self, text: str) -> bool:
         start = time.perf_counter()
         session: Optional[Session] = None
-        renewals = 0
         try:
             session = self._open()
-            renewals = self._renewals()
+            # If graphd forgot the session (expiry, restart), the client renews it in the space
+            # this session had chosen before running the statement: nothing to repair here.
             rs = session.execute(text)
         except KeyboardInterrupt:
             self.printer.error("interrupted: stopped waiting (the statement may still run on graphd)")
@@ -151,27 +148,10 @@ class Repl:
             self.printer.error(f"[ERROR] {format_error(exc)}")
             if isinstance(exc, (ConnectionFailed, OutcomeUnknown, ProtocolError)):
                 self._drop_session()
-            elif session is not None:
-                self._check_renewal(session, renewals)
             return False
         self.printer.result(rs, time.perf_counter() - start)
-        self._check_renewal(session, renewals)
         self.space = session.space
         return True
-
-    def _check_renewal(self, session: Session, renewals: int) -> None:
-        """After graphd lost the session (expired, restarted), the client made a new one, which
-        starts in the configured space, and ran the statement there: say so, and go back."""
-        if self._renewals() == renewals or not self.space or session.space == self.space:
-            return
-        self.printer.error(
-            f"warning: graphd no longer knew this session; the statement ran in a new session in "
-            f"space {session.space or '(none)'}, not {self.space}. Switching back to {self.space}."
-        )
-        try:
-            session.execute(f"USE {_quote_name(self.space)}")
-        except NebulaError as exc:
-            self.printer.error(f"[ERROR] {format_error(exc)}")
 
     # ---- commands ------------------------------------------------------------------------
 
