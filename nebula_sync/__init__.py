@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from nebula_sync._aio import NebulaAsyncClient
 from nebula_sync._client import ClientStats, HostStats, NebulaClient, Session
+from nebula_sync._health import HealthReport, HostHealth
 from nebula_sync._params import render_literal, render_template
 from nebula_sync._result import PlanDescription, PlanNode, Record, ResultSet
 from nebula_sync._values import (
@@ -34,6 +35,7 @@ from nebula_sync._values import (
     SetList,
     ValueWrapper,
 )
+from nebula_sync._version import __version__
 from nebula_sync.config import (
     ConnectionConfig,
     HostAddress,
@@ -42,8 +44,6 @@ from nebula_sync.config import (
     TLSConfig,
 )
 
-__version__ = "0.1.0.dev0"
-
 __all__ = [
     "EMPTY",
     "ClientStats",
@@ -51,7 +51,9 @@ __all__ = [
     "DataSetValue",
     "Duration",
     "Geography",
+    "HealthReport",
     "HostAddress",
+    "HostHealth",
     "HostStats",
     "LineString",
     "NebulaAsyncClient",

@@ -42,6 +42,7 @@ from nebula_sync.errors import (
 )
 
 if TYPE_CHECKING:
+    from nebula_sync._health import HealthReport, WebPorts
     from nebula_sync._result import ResultSet
 
 __all__ = ["ClientStats", "HostStats", "NebulaClient", "Session"]
@@ -399,6 +400,16 @@ class NebulaClient:
         except NebulaError as exc:
             log.debug("ping failed: %s", exc)
             return False
+
+    def health(self, *, web_port: WebPorts = 19669, timeout: float = 2.0) -> HealthReport:
+        """Check every host: graphd's HTTP ``/status`` and a Thrift connect + ping, concurrently.
+
+        Borrows no session. Never raises for an unhealthy host: the immutable report says what
+        failed, with latencies. See :func:`nebula_sync._health.check_health` for the parameters.
+        """
+        from nebula_sync._health import check_health
+
+        return check_health(self, web_port=web_port, timeout=timeout)
 
     def stats(self) -> ClientStats:
         """An immutable snapshot: per host, connections, sessions, waiters, state and counters."""

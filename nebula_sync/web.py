@@ -47,7 +47,7 @@ from urllib3.exceptions import (
 )
 from urllib3.exceptions import TimeoutError as _Urllib3Timeout
 
-from nebula_sync import __version__
+from nebula_sync._version import __version__
 from nebula_sync.errors import ClientClosed, WebServiceError
 
 __all__ = ["DEFAULT_WEB_PORT", "GraphdWebClient", "StatValue", "WebStatus"]

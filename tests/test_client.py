@@ -495,3 +495,16 @@ def test_password_never_shown(fake_graphd: FakeGraphd, caplog: pytest.LogCapture
 def test_hosts_are_resolved_by_name(fake_graphd: FakeGraphd) -> None:
     with NebulaClient(f"localhost:{fake_graphd.port}", "root", "x") as client:
         assert client.execute("RETURN 1").rows() == [(1,)]
+
+
+def test_health_reports_each_host_without_borrowing_a_session() -> None:
+    with FakeGraphd(web_port=0) as up, FakeGraphd(web_port=0) as down:
+        assert up.web is not None and down.web is not None
+        ports = {up.address: up.web.address, down.address: down.web.address}
+        with make_client(up, down, size=1) as client:
+            down.stop()
+            report = client.health(web_port=ports, timeout=1.0)
+            by_host = {h.host: h for h in report.hosts}
+            assert by_host[up.address].healthy and not by_host[down.address].healthy
+            assert not report.healthy
+            assert client.stats().sessions_busy == 0 and up.stats().authentications == 0
