@@ -100,9 +100,21 @@ def run(address: str, n: int, out: Callable[[str], None] = print) -> None:
 
             floor = line("raw socket: sendall + recv (the floor)", raw)
 
+            timeout = client._conn_config.request_timeout
+
+            def raw_timeouts() -> Any:
+                sock.settimeout(timeout)
+                sock.sendall(request)
+                sock.settimeout(timeout)
+                return sock.recv(65536)
+
+            line("raw socket with per-call settimeout, as the client does", raw_timeouts)
+
             def conn_execute() -> Any:
                 conn._seqid = 0  # the canned reply carries seqid 1
-                return conn.execute(1, b"RETURN 1", None, None)
+                # a deadline, as the client passes one (request_timeout)
+                deadline = None if timeout is None else time.monotonic() + timeout
+                return conn.execute(1, b"RETURN 1", None, deadline)
 
             conn_real = line("Connection.execute (real socket)", conn_execute)
             with patched(conn, "_sock", _CannedSocket(reply)):

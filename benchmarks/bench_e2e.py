@@ -367,29 +367,45 @@ def main() -> int:
 
 
 def report(benches: list[Bench], results: dict[tuple[str, int], list[Run]]) -> None:
+    """Best and median rounds per client, then ratios: of the best rounds, and the median of the
+    ratios taken round by round (each round runs every client back to back, so a paired ratio is
+    less sensitive to a busy machine than either figure alone)."""
+
     def best(name: str, threads: int) -> Run:
         return max(results[(name, threads)], key=lambda run: run.rate)
 
     for threads in (1, 8):
         print(f"\n{threads} thread{'s' if threads > 1 else ''}:")
-        print(f"  {'client':<24} {'stmts/s':>9} {'median':>9} {'CPU us/stmt':>12}")
+        print(f"  {'client':<24} {'best/s':>9} {'median/s':>9} {'CPU us/stmt':>12} {'median CPU':>11}")
         for b in benches:
             runs = results[(b.name, threads)]
             top = best(b.name, threads)
             med = statistics.median(run.rate for run in runs)
-            print(f"  {b.name:<24} {top.rate:>9,.0f} {med:>9,.0f} {top.cpu_us:>12.1f}")
-    print("\nratios (best rounds):")
+            med_cpu = statistics.median(run.cpu_us for run in runs)
+            print(f"  {b.name:<24} {top.rate:>9,.0f} {med:>9,.0f} {top.cpu_us:>12.1f} {med_cpu:>11.1f}")
+    print("\nratios: best rounds | median of per-round ratios (min-max)")
     for threads in (1, 8):
-        ns = best("nebula_sync", threads)
-        sp = best("nebula3 SessionPool", threads)
-        st = best("nebula3 session/thread", threads)
-        floor = best("raw socket (floor)", threads)
-        fastest3 = max(sp.rate, st.rate)
-        cpu3 = min(sp.cpu_us, st.cpu_us)
-        print(f"  {threads} thread(s): nebula_sync / fastest nebula3 = {ns.rate / fastest3:.2f}x "
-              f"(SessionPool {ns.rate / sp.rate:.2f}x, session/thread {ns.rate / st.rate:.2f}x); "
-              f"raw floor / nebula_sync = {floor.rate / ns.rate:.2f}x; "
-              f"CPU per statement nebula3 / nebula_sync = {cpu3 / ns.cpu_us:.2f}x")  # fmt: skip
+        ns = results[("nebula_sync", threads)]
+        sp = results[("nebula3 SessionPool", threads)]
+        st = results[("nebula3 session/thread", threads)]
+        floor = results[("raw socket (floor)", threads)]
+        vs3 = [a.rate / max(b.rate, c.rate) for a, b, c in zip(ns, sp, st)]
+        vs_floor = [f.rate / a.rate for a, f in zip(ns, floor)]
+        cpu = [min(b.cpu_us, c.cpu_us) / a.cpu_us for a, b, c in zip(ns, sp, st)]
+        b_ns, b_sp, b_st = best("nebula_sync", threads), best("nebula3 SessionPool", threads), \
+            best("nebula3 session/thread", threads)  # fmt: skip
+        b_floor = best("raw socket (floor)", threads)
+
+        def spread(xs: list[float]) -> str:
+            return f"{statistics.median(xs):.2f}x ({min(xs):.2f}-{max(xs):.2f})"
+
+        print(f"  {threads} thread(s):")
+        print(f"    nebula_sync / fastest nebula3 throughput: "
+              f"{b_ns.rate / max(b_sp.rate, b_st.rate):.2f}x | {spread(vs3)}")  # fmt: skip
+        print(f"    raw floor / nebula_sync throughput:       "
+              f"{b_floor.rate / b_ns.rate:.2f}x | {spread(vs_floor)}")  # fmt: skip
+        print(f"    nebula3 / nebula_sync CPU per statement:  "
+              f"{min(b_sp.cpu_us, b_st.cpu_us) / b_ns.cpu_us:.2f}x | {spread(cpu)}")  # fmt: skip
 
 
 if __name__ == "__main__":
