@@ -54,7 +54,8 @@ def task_test(argv: list[str]) -> int:
         [BIN / "mypy", "--strict", "nebula_sync"],
     ]
     if (ROOT / "docs" / "conf.py").exists():
-        steps.append([PY, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html", "docs", "docs/_build/html"])
+        sphinx = ["-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html", "docs", "docs/_build/html"]
+        steps.append([PY, *sphinx])
     steps.append([PY, "-m", "pytest", "-q", *argv])
     for step in steps:
         code = run(*step, check=False)
