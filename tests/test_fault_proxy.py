@@ -7,12 +7,14 @@ sleeps; every socket has a timeout, so a broken proxy fails a test instead of ha
 
 from __future__ import annotations
 
+import select
 import socket
 import struct
 import threading
 import time
 from collections.abc import Iterator
 
+import attrs
 import pytest
 from rawserver import Handshake, RawServer, ReadFrame, Reply, Serve, Step, WaitFor, execute_reply
 
@@ -552,10 +554,28 @@ def test_connection_stalled_times_out_then_recovers(graphd: RawServer) -> None:
             _run(conn, 0.3)
         assert 0.3 <= time.monotonic() - start < 0.3 + 2.0
         assert not conn.is_usable
+        late = Connection(HostAddress("127.0.0.1", proxy.port), attrs.evolve(CFG, connect_timeout=0.3))
+        with pytest.raises(ConnectionFailed):  # the stall applies to new connections too
+            late.open()
+        assert not late.is_usable
         proxy.pass_through()
         fresh = _open(proxy)
         assert _run(fresh) is not None
         fresh.close()
+
+
+def test_idle_connection_reset_is_seen_by_is_dropped(graphd: RawServer) -> None:
+    with FaultProxy(upstream=("127.0.0.1", graphd.port)) as proxy:
+        conn = _open(proxy)
+        assert not conn.is_dropped()
+        assert proxy.reset() == 1
+        sock = conn._sock
+        assert sock is not None
+        select.select([sock], [], [], TIMEOUT)  # wait for the RST to be readable
+        assert conn.is_dropped()
+        with pytest.raises((ConnectionFailed, OutcomeUnknown)):
+            _run(conn)
+        assert not conn.is_usable
 
 
 def test_connection_refused_and_slow_replies(graphd: RawServer) -> None:
