@@ -136,7 +136,7 @@ def test_memory_stays_flat_over_100k_statements() -> None:
     elapsed = time.monotonic() - started
     growth = [b - blocks[0] for b in blocks]
     figures: dict[str, Any] = {
-        "statements (client count)": statements,
+        "statements": statements,
         "server errors (syntax, by design)": errors,
         "seconds": round(elapsed, 1),
         "statements/s": round(statements / elapsed),
@@ -147,9 +147,8 @@ def test_memory_stays_flat_over_100k_statements() -> None:
         "server statements": sum(st.statements for st in server_stats),
     }
     print("\nsoak figures:", figures)
-    # Session blocks (kind 7) run 2 statements; the rest run one. (The client's own counter leaves
-    # out statements run in session blocks: see the xfail test below.)
-    assert sum(st.statements for st in server_stats) == TOTAL + TOTAL // 10
+    # Session blocks (kind 7) run 2 statements; the rest run one.
+    assert statements == sum(st.statements for st in server_stats) == TOTAL + TOTAL // 10
     assert errors == TOTAL // 10
     assert max(growth) < BLOCKS_BOUND, figures
     assert rss[-1] - rss[0] < RSS_BOUND_MB, figures
@@ -159,15 +158,6 @@ def test_memory_stays_flat_over_100k_statements() -> None:
         threading.Event().wait(0.02)  # polling process counters, bounded by the deadline
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (stats): HostStats.statements / errors leave out statements run in client.session() "
-    "blocks: Session._run calls _attempt(release=False), and the statement/error counts are only "
-    "added in SessionBroker.release when _attempt releases the lease; Session._finish releases "
-    "without them (the soak's client count is 90,000 for 110,000 statements). Fix in _client.py: "
-    "count on every _attempt (e.g. self._broker.count(host, 'statements') when release is False) "
-    "or accumulate in the Session and pass the totals in _finish.",
-)
 def test_stats_count_statements_run_in_session_blocks(fake_graphd: FakeGraphd) -> None:
     with NebulaClient(fake_graphd.address, "root", "nebula") as client:
         client.execute("RETURN 1")
