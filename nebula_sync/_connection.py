@@ -20,7 +20,7 @@ from typing import Any, Callable, Union, cast
 
 from nebula_sync._thrift import service, ttypes, wire
 from nebula_sync._thrift.codes import ERROR_CODES
-from nebula_sync._thrift.fast import decode_execute_reply
+from nebula_sync._thrift.fast import DecodedResponse, decode_execute_reply
 from nebula_sync.config import ConnectionConfig, HostAddress
 from nebula_sync.errors import (
     ConnectionFailed,
@@ -38,6 +38,7 @@ log = logging.getLogger("nebula_sync.connection")
 _E_CLIENT_SERVER_INCOMPATIBLE = ERROR_CODES["E_CLIENT_SERVER_INCOMPATIBLE"]
 _unpack_len = struct.Struct("!I").unpack_from
 _RECV_SIZE = 65536
+_CHUNK_SIZE = 1 << 20
 _poll = getattr(select, "poll", None)
 
 Decoder = Callable[[Union[bytes, bytearray], int, wire.Limits], Any]
@@ -56,6 +57,14 @@ _AUTH_RESULT = _struct_decoder(service.AuthenticateResult)
 _VERIFY_RESULT = _struct_decoder(service.VerifyClientVersionResult)
 _JSON_RESULT = _struct_decoder(service.ExecuteJsonResult)
 _PING_RESULT = _struct_decoder(service.ExecuteResult)
+#: what each method's ``success`` field must hold
+_RESULT_TYPES: dict[str, Any] = {
+    "verifyClientVersion": ttypes.VerifyClientVersionResp,
+    "authenticate": ttypes.AuthResponse,
+    "execute": (ttypes.ExecutionResponse,),  # the ping: decoded with the plain structs
+    "executeWithParameter": DecodedResponse,
+    "executeJsonWithParameter": bytes,
+}
 #: the statement path: values decoded straight to Python objects (see _thrift/fast.py)
 _EXECUTE_RESULT = cast(Decoder, decode_execute_reply)  # it reads bytearray frames too (via BytesIO)
 
@@ -187,12 +196,9 @@ class Connection:
 
     def _handshake(self, deadline: float | None) -> None:
         req = ttypes.VerifyClientVersionReq(version=self.config.handshake_key.encode())
-        result = self._call(
+        resp = self._call(
             "verifyClientVersion", service.VerifyClientVersionArgs(req=req), _VERIFY_RESULT, deadline
         )
-        resp = result.success
-        if resp is None:
-            raise ProtocolError("verifyClientVersion reply has no result", host=self.host)
         if resp.error_code != 0:
             msg = (resp.error_msg or b"").decode("utf-8", "replace")
             if resp.error_code == _E_CLIENT_SERVER_INCOMPATIBLE:
@@ -250,9 +256,7 @@ class Connection:
     def authenticate(self, username: str, password: str, deadline: float | None) -> ttypes.AuthResponse:
         """Call ``authenticate``; the caller inspects the response's error code."""
         args = service.AuthenticateArgs(username=username.encode(), password=password.encode())
-        resp: ttypes.AuthResponse | None = self._call("authenticate", args, _AUTH_RESULT, deadline).success
-        if resp is None:
-            raise ProtocolError("authenticate reply has no result", host=self.host)
+        resp: ttypes.AuthResponse = self._call("authenticate", args, _AUTH_RESULT, deadline)
         return resp
 
     def signout(self, session_id: int) -> None:
@@ -269,10 +273,7 @@ class Connection:
     ) -> Any:
         """Run a statement (``executeWithParameter``); returns the decoded ``ExecutionResponse``."""
         args = service.ExecuteWithParameterArgs(sessionId=session_id, stmt=stmt, parameterMap=params or {})
-        resp = self._call("executeWithParameter", args, _EXECUTE_RESULT, deadline).success
-        if resp is None:
-            raise ProtocolError("executeWithParameter reply has no result", host=self.host)
-        return resp
+        return self._call("executeWithParameter", args, _EXECUTE_RESULT, deadline)
 
     def execute_json(
         self,
@@ -283,9 +284,7 @@ class Connection:
     ) -> bytes:
         """Run a statement with ``executeJsonWithParameter``; returns the JSON bytes."""
         args = service.ExecuteWithParameterArgs(sessionId=session_id, stmt=stmt, parameterMap=params or {})
-        resp: bytes | None = self._call("executeJsonWithParameter", args, _JSON_RESULT, deadline).success
-        if resp is None:
-            raise ProtocolError("executeJsonWithParameter reply has no result", host=self.host)
+        resp: bytes = self._call("executeJsonWithParameter", args, _JSON_RESULT, deadline)
         return resp
 
     def ping(self, timeout: float | None = None) -> None:
@@ -323,11 +322,22 @@ class Connection:
         return seqid
 
     def _call(self, method: str, args: Any, decoder: Decoder, deadline: float | None) -> Any:
-        """Send one request and read its reply. Any failure after sending breaks the connection."""
+        """Send one request and return its reply's ``success`` field.
+
+        Any failure after sending, including a reply without a result of the expected type,
+        closes the connection.
+        """
         seqid = self._send(method, args)
         try:
             frame = self._read_frame(deadline, method)
-            return self._decode(frame, method, seqid, decoder)
+            result = self._decode(frame, method, seqid, decoder).success
+            if not isinstance(result, _RESULT_TYPES[method]):
+                raise ProtocolError(
+                    f"{method} reply has no result of the expected type "
+                    f"(got {type(result).__name__})",
+                    host=self.host,
+                )
+            return result
         except NebulaError:
             self.close()
             raise
@@ -340,7 +350,12 @@ class Connection:
 
     def _read_frame(self, deadline: float | None, method: str) -> bytes | bytearray:
         sock = self._sock
-        assert sock is not None
+        if sock is None:
+            # close() ran in another thread after the request was written.
+            raise OutcomeUnknown(
+                f"connection #{self.id} to {self.host} was closed while waiting for {method}",
+                host=self.host,
+            )
         try:
             timeout = _remaining(deadline)
             if timeout is not None and timeout <= 0:
@@ -372,19 +387,18 @@ class Connection:
                 raise ProtocolError(
                     f"{self.host} sent {len(data) - total} bytes beyond the reply", host=self.host
                 )
-            buf = bytearray(total)
-            buf[: len(data)] = data
-            view = memoryview(buf)
-            got = len(data)
-            while got < total:
+            # Grow with what actually arrives: a peer claiming a large frame must send it to make
+            # us hold it (no allocation of the claimed size up front).
+            buf = bytearray(data)
+            while len(buf) < total:
                 timeout = _remaining(deadline)
                 if timeout is not None and timeout <= 0:
                     raise socket.timeout("deadline passed")
                 sock.settimeout(timeout)
-                n = sock.recv_into(view[got:])
-                if n == 0:
+                chunk = sock.recv(min(total - len(buf), _CHUNK_SIZE))
+                if not chunk:
                     raise _Eof()
-                got += n
+                buf += chunk
             return buf
         except socket.timeout as exc:
             raise RequestTimeout(

@@ -231,22 +231,9 @@ WRONG_REPLIES: dict[str, Callable[[Request], bytes]] = {
 }
 
 
-NO_RESULT_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Connection.execute/authenticate/execute_json raise ProtocolError('... reply has no "
-    "result') after _call() returned, so the connection is not closed (errors.ProtocolError says "
-    "it was discarded; _connection's contract: any failure after the write closes it)",
-)
-
-
 @pytest.mark.parametrize(
     "case",
-    [
-        pytest.param(case, marks=NO_RESULT_BUG)
-        if case in ("no success field", "success of the wrong type")
-        else case
-        for case in WRONG_REPLIES
-    ],
+    list(WRONG_REPLIES),
 )
 def test_wrong_reply_is_protocol_error_and_discards(serve: Any, conns: list[Connection], case: str) -> None:
     server = serve(answer(WRONG_REPLIES[case]))
@@ -261,7 +248,6 @@ def test_wrong_reply_is_protocol_error_and_discards(serve: Any, conns: list[Conn
         run(conn)  # a discarded connection refuses further calls
 
 
-@NO_RESULT_BUG
 @pytest.mark.parametrize("method", ["authenticate", "execute_json"])
 def test_reply_without_result_discards_for_other_calls(
     serve: Any, conns: list[Connection], method: str
@@ -349,12 +335,6 @@ def test_oversized_frame_length_is_rejected_without_allocating(
     assert_discarded(conn, server)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Connection._read_frame allocates bytearray(4 + length) as soon as it reads a length "
-    "<= max_frame_size, before any body byte arrives: 4 bytes from a peer cost max_frame_size "
-    "(256 MiB default) per connection",
-)
 def test_frame_length_claim_within_limit_is_not_allocated_up_front(
     serve: Any, conns: list[Connection]
 ) -> None:
@@ -597,12 +577,6 @@ class _CloseBeforeRead(Connection):
         return super()._read_frame(deadline, method)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Connection._read_frame does `assert sock is not None`: a close() from another thread "
-    "between _send() and _read_frame() raises AssertionError (AttributeError under -O), not a "
-    "NebulaError",
-)
 def test_close_between_write_and_read_is_a_typed_error(serve: Any, conns: list[Connection]) -> None:
     server = serve([Handshake(), ReadFrame(), ExpectEof()])
     conn = _CloseBeforeRead(server.host_address, CFG)
@@ -826,12 +800,6 @@ def _model(payload: bytes) -> tuple[bool, Any]:
     return result.success is not None, result.success
 
 
-def _no_result_bug(exc: NebulaError) -> bool:
-    """The known bug behind ``NO_RESULT_BUG``: a decoded reply without field 0 raises after the call
-    returned and leaves the connection open. Exempted here so the fuzzers keep looking for other
-    failures; the strict xfail tests above turn red once it is fixed (then delete this)."""
-    return isinstance(exc, ProtocolError) and "reply has no result" in exc.message
-
 
 def exchange(server: RawServer, payload: bytes, *, hold: bool = False, timeout: float = TIMEOUT) -> None:
     """Send ``payload`` as the reply to one call and check the outcome.
@@ -851,8 +819,7 @@ def exchange(server: RawServer, payload: bytes, *, hold: bool = False, timeout: 
             if not hold:
                 # The server closed after sending: every outcome is decided by bytes or EOF.
                 assert not isinstance(exc, RequestTimeout), repr(exc)
-            if not _no_result_bug(exc):
-                assert not conn.is_usable
+            assert not conn.is_usable
             assert time.monotonic() - start < timeout + 2.0
             expected_ok, _ = _model(payload)
             assert not expected_ok, f"rejected a valid reply: {exc!r}"
