@@ -204,9 +204,9 @@ def test_template_with_a_lone_surrogate_is_refused_before_sending(
 
 @pytest.mark.xfail(
     strict=True,
-    reason="BUG (unclear error): execute_py('RETURN {{x}}', {'x': 'a\\ud800'}) raises the bare "
-    "UnicodeEncodeError of the *rendered statement* (\"can't encode character '\\ud800' in "
-    "position 9\"), not naming x, while $x gives 'x: string is not valid Unicode text'. Fix in "
+    reason="BUG (unclear error): execute_py('RETURN {{x}}', {'x': 'a\\ud800'}) reports the *rendered "
+    "statement* ('statement is not valid Unicode text: a lone surrogate at position 9'), not the "
+    "placeholder x, while $x gives 'x: string is not valid Unicode text'. Fix in "
     "_params.render_template / literal rendering: reject lone surrogates in str values with the "
     "placeholder's name, as to_value does.",
 )
