@@ -30,14 +30,17 @@ from nebula_sync.testing._model import (
     ServerStats,
     SessionInfo,
 )
+from nebula_sync.testing._proxy import FaultProxy, ProxyStats
 from nebula_sync.testing._server import FakeGraphd
 
 __all__ = [
     "CompactV2Protocol",
     "Drop",
     "FakeGraphd",
+    "FaultProxy",
     "FakeWebService",
     "LoggedStatement",
+    "ProxyStats",
     "ReplyContext",
     "Rule",
     "ServerStats",
