@@ -108,13 +108,13 @@ def _vertex(node: Node, name: str) -> ttypes.Vertex:
             name=_text_bytes(tag, name),
             props={_text_bytes(k, name): to_value(v, f"{name}.{k}") for k, v in props.items()},
         )
-        for tag, props in node.tag_properties.items()
+        for tag, props in node._tags.items()
     ]
     return ttypes.Vertex(vid=to_value(node.vid, f"{name}.vid"), tags=tags)
 
 
 def _edge_props(rel: Relationship, name: str) -> dict[bytes, ttypes.Value]:
-    return {_text_bytes(k, name): to_value(v, f"{name}.{k}") for k, v in rel.props.items()}
+    return {_text_bytes(k, name): to_value(v, f"{name}.{k}") for k, v in rel._props.items()}
 
 
 def _convert(obj: Any, name: str) -> ttypes.Value:
@@ -309,7 +309,8 @@ _RESERVED = frozenset(
 )
 
 
-def _string_literal(s: str) -> str:
+def _string_literal(s: str, name: str) -> str:
+    _text_bytes(s, name)  # a lone surrogate cannot be sent: say which placeholder holds it
     out = s.replace("\\", "\\\\").replace('"', '\\"')
     out = out.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
     return f'"{out}"'
@@ -329,6 +330,7 @@ def _float_literal(f: float, name: str) -> str:
 def _map_key(key: Any, name: str) -> str:
     if not isinstance(key, str):
         raise TypeError(f"{name}: map keys must be str, not {type(key).__name__} ({key!r})")
+    _text_bytes(key, name)
     if _IDENT.match(key) and key.upper() not in _RESERVED:
         return key
     if not key or "`" in key or "\n" in key:
@@ -383,10 +385,10 @@ def render_literal(obj: Any, name: str = "value") -> str:
     if isinstance(obj, float):
         return _float_literal(obj, name)
     if isinstance(obj, str):
-        return _string_literal(obj)
+        return _string_literal(obj, name)
     if isinstance(obj, (bytes, bytearray, memoryview)):
         try:
-            return _string_literal(bytes(obj).decode("utf-8"))
+            return _string_literal(bytes(obj).decode("utf-8"), name)
         except UnicodeDecodeError:
             raise ValueError(f"{name}: bytes are not UTF-8 text and have no nGQL literal") from None
     if isinstance(obj, (list, tuple, set, frozenset)):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as _dt
 import math
 from collections.abc import Iterable, Iterator, Mapping
+from types import MappingProxyType
 from typing import Any, Callable, ClassVar, Union
 
 import attrs
@@ -391,41 +392,46 @@ def _tag_props(value: Any) -> dict[str, dict[str, Any]]:
 class Node:
     """A vertex: its id (``vid``) and, per tag, that tag's properties.
 
-    ``tags`` (alias ``labels``) lists the tag names in server order; :meth:`properties` gives one
-    tag's properties. Equal when vid, tags and properties are equal; hashed by vid. Immutable (the
-    property dicts handed out are copies); thread-safe.
+    ``Node(vid, {tag: {name: value}})``. ``tags`` (alias ``labels``) lists the tag names in server
+    order; :meth:`properties` gives one tag's properties (a new dict), :attr:`tag_properties` a
+    read-only view of them all. Equal when vid, tags and properties are equal; hashed by vid.
+    Immutable; thread-safe.
     """
 
     vid: Any
-    #: tag name -> {property name -> value}, in server order
-    tag_properties: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict, converter=_tag_props)
+    _tags: dict[str, dict[str, Any]] = attrs.field(factory=dict, converter=_tag_props, alias="tag_properties")
+
+    @property
+    def tag_properties(self) -> Mapping[str, Mapping[str, Any]]:
+        """Tag name → {property name → value}, in server order (a read-only view)."""
+        return MappingProxyType({t: MappingProxyType(p) for t, p in self._tags.items()})
 
     @property
     def tags(self) -> tuple[str, ...]:
         """The tag names, in server order."""
-        return tuple(self.tag_properties)
+        return tuple(self._tags)
 
     @property
     def labels(self) -> tuple[str, ...]:
         """Alias of :attr:`tags`."""
-        return tuple(self.tag_properties)
+        return tuple(self._tags)
 
     def has_tag(self, tag: str) -> bool:
         """Whether the vertex carries ``tag``."""
-        return tag in self.tag_properties
+        return tag in self._tags
 
     def properties(self, tag: str | None = None) -> dict[str, Any]:
         """The properties of ``tag`` (a new dict). ``tag`` may be left out when the vertex has exactly
         one tag. ``KeyError`` if the vertex has no such tag."""
         if tag is None:
-            if len(self.tag_properties) != 1:
+            if len(self._tags) != 1:
                 raise KeyError(
-                    f"vertex {format_value(self.vid)} has {len(self.tag_properties)} tags; "
+                    f"vertex {format_value(self.vid)} has {len(self._tags)} tags; "
                     "name the tag whose properties you want"
                 )
-            tag = next(iter(self.tag_properties))
+            tag = next(iter(self._tags))
         try:
-            return dict(self.tag_properties[tag])
+            return dict(self._tags[tag])
         except KeyError:
             raise KeyError(f"vertex {format_value(self.vid)} has no tag {tag!r}") from None
 
@@ -440,21 +446,21 @@ class Node:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Node):
             return NotImplemented
-        return self.vid == other.vid and self.tag_properties == other.tag_properties
+        return self.vid == other.vid and self._tags == other._tags
 
     def __hash__(self) -> int:
         return hash(("Node", _freeze(self.vid)))
 
     def __str__(self) -> str:
         parts = [format_value(self.vid)]
-        parts.extend(f":{t}{_props_text(p)}" for t, p in self.tag_properties.items())
+        parts.extend(f":{t}{_props_text(p)}" for t, p in self._tags.items())
         return "(" + " ".join(parts) + ")"
 
     def __repr__(self) -> str:
         return f"Node({self})"
 
 
-def _props(value: Any) -> dict[str, Any]:
+def _to_props(value: Any) -> dict[str, Any]:
     return dict(value) if value is not None else {}
 
 
@@ -473,9 +479,14 @@ class Relationship:
     dst: Any
     edge_name: str
     ranking: int = 0
-    props: Mapping[str, Any] = attrs.field(factory=dict, converter=_props)
+    _props: dict[str, Any] = attrs.field(factory=dict, converter=_to_props, alias="props")
     #: the (positive) edge type id, ``0`` when unknown
     edge_type: int = 0
+
+    @property
+    def props(self) -> Mapping[str, Any]:
+        """The properties (a read-only view)."""
+        return MappingProxyType(self._props)
 
     @property
     def rank(self) -> int:
@@ -499,15 +510,15 @@ class Relationship:
 
     def properties(self) -> dict[str, Any]:
         """The edge's properties (a new dict)."""
-        return dict(self.props)
+        return dict(self._props)
 
     def keys(self) -> list[str]:
         """The property names."""
-        return list(self.props)
+        return list(self._props)
 
     def values(self) -> list[Any]:
         """The property values, in the order of :meth:`keys`."""
-        return list(self.props.values())
+        return list(self._props.values())
 
     def _key(self) -> tuple[Any, ...]:
         return (self.src, self.dst, self.edge_name, self.ranking)
@@ -515,7 +526,7 @@ class Relationship:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Relationship):
             return NotImplemented
-        return self._key() == other._key() and self.props == other.props
+        return self._key() == other._key() and self._props == other._props
 
     def __hash__(self) -> int:
         return hash(("Relationship", *_freeze(self._key())))
@@ -523,7 +534,7 @@ class Relationship:
     def __str__(self) -> str:
         return (
             f"[:{self.edge_name} {format_value(self.src)}->{format_value(self.dst)} "
-            f"@{self.ranking} {_props_text(self.props)}]"
+            f"@{self.ranking} {_props_text(self._props)}]"
         )
 
     def __repr__(self) -> str:
@@ -599,7 +610,7 @@ class Path:
     def __str__(self) -> str:
         parts = [str(self.nodes[0])]
         for (rel, back), node in zip(zip(self.relationships, self.reversed_steps()), self.nodes[1:]):
-            body = f"[:{rel.edge_name}@{rel.ranking} {_props_text(rel.props)}]"
+            body = f"[:{rel.edge_name}@{rel.ranking} {_props_text(rel._props)}]"
             parts.append(f"<-{body}-" if back else f"-{body}->")
             parts.append(str(node))
         return "<" + "".join(parts) + ">"
@@ -727,7 +738,7 @@ def _props_primitive(props: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _node_primitive(value: Node) -> dict[str, Any]:
-    tags = value.tag_properties
+    tags = value._tags
     vid = value.vid
     props = {}
     for tag, p in tags.items():
@@ -746,7 +757,7 @@ def _relationship_primitive(value: Relationship) -> dict[str, Any]:
         "dst": to_primitive(value.dst),
         "type": value.edge_name,
         "rank": value.ranking,
-        "properties": _props_primitive(value.props),
+        "properties": _props_primitive(value._props),
     }
 
 

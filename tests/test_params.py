@@ -366,6 +366,9 @@ def test_render_literal(obj: Any, literal: str) -> None:
         ({1: 2}, TypeError, "map keys must be str"),
         ({"a`b": 1}, ValueError, "cannot be written"),
         (NullValue(3), ValueError, "has no nGQL literal"),
+        ("a\ud800", ValueError, r"^v: string is not valid Unicode text \(surrogates not allowed\)"),
+        ({"k\udcff": 1}, ValueError, "^v: string is not valid Unicode text"),
+        ([1, "\ud800"], ValueError, r"^v\[1\]: .*surrogates"),
         (Point(float("nan"), 0), ValueError, "not finite"),
     ],
 )
@@ -443,6 +446,13 @@ def test_only_simple_names_are_placeholders() -> None:
 
 def test_unterminated_string_swallows_the_rest() -> None:
     assert render_template("RETURN 'abc {{a}}", {}) == "RETURN 'abc {{a}}"
+
+
+def test_template_errors_name_the_placeholder() -> None:
+    with pytest.raises(ValueError, match=r"^x: string is not valid Unicode text \(surrogates not allowed\)"):
+        render_template("RETURN {{x}}", {"x": "a\ud800"})
+    with pytest.raises(ValueError, match="^y: nan has no nGQL literal"):
+        render_template("RETURN {{x}}, {{y}}", {"x": 1, "y": float("nan")})
 
 
 def test_values_are_rendered_not_templated_again() -> None:

@@ -114,6 +114,20 @@ def test_node_is_immutable_and_copies_out() -> None:
     got = n.properties("t")
     got["k"] = 2
     assert n.properties("t") == {"k": [1]}
+    view = n.tag_properties
+    assert view == {"t": {"k": [1]}}
+    with pytest.raises(TypeError):
+        view["t"] = {}  # type: ignore[index]
+    with pytest.raises(TypeError):
+        view["t"]["k"] = 3  # type: ignore[index]
+    source = {"t": {"k": 1}}
+    m = Node("a", source)
+    source["t"]["k"] = 2  # the node keeps its own copy
+    assert m.properties("t") == {"k": 1}
+    r = Relationship("a", "b", "e", 0, {"w": 1})
+    with pytest.raises(TypeError):
+        r.props["w"] = 2  # type: ignore[index]
+    assert r.props == {"w": 1}
 
 
 def test_node_equality_and_hash() -> None:

@@ -375,7 +375,7 @@ class _Geography(_Frozen):
 def _node(vid: Any, tags: list[tuple[str, dict[str, Any]]] | None) -> Node:
     node = _new_node(Node)
     _osa(node, "vid", vid)
-    _osa(node, "tag_properties", dict(tags) if tags else {})
+    _osa(node, "_tags", dict(tags) if tags else {})
     return node
 
 
@@ -387,7 +387,7 @@ def _rel(src: Any, dst: Any, etype: int, name: str, ranking: int, props: dict[st
     _osa(rel, "dst", dst)
     _osa(rel, "edge_name", name)
     _osa(rel, "ranking", ranking)
-    _osa(rel, "props", props)
+    _osa(rel, "_props", props)
     _osa(rel, "edge_type", etype)
     return rel
 
@@ -419,7 +419,7 @@ class _Vertex(_Frozen):
     def __new__(cls, vid: Any = EMPTY, tags: list[Any] | None = None) -> Any:
         node = _new_node(Node)  # _node() inlined: this runs once per vertex
         _osa(node, "vid", vid)
-        _osa(node, "tag_properties", dict(tags) if tags else {})
+        _osa(node, "_tags", dict(tags) if tags else {})
         return node
 
 
