@@ -13,9 +13,12 @@ everyone. Measured in the same run, with 1 and 8 threads:
 * ``raw socket``: the floor, one socket per thread sending the exact bytes nebula_sync sends and
   reading the reply frame, with no client logic at all.
 
-For each: statements per second (wall clock) and the client's CPU time per statement
-(``time.process_time()``: every thread of this process; the server is another process). Each
-configuration runs ``--rounds`` times, interleaved; the best round is reported.
+For each: statements per second (wall clock), the client's CPU time per statement
+(``time.process_time()``: every thread of this process; the server is another process), the part
+of it spent in the kernel, and the voluntary context switches per statement (``getrusage``; each
+GIL-releasing system call can hand the GIL to another thread). Each configuration runs
+``--rounds`` times, interleaved round by round; the best and median rounds are reported, and the
+ratios between clients both of the best rounds and as the median of per-round (paired) ratios.
 
 Run::
 
@@ -23,6 +26,7 @@ Run::
     /tmp/venv/bin/python benchmarks/bench_e2e.py --quick    # a smoke run
     /tmp/venv/bin/python benchmarks/bench_e2e.py --profile  # + cProfile of nebula_sync, 1 thread
     /tmp/venv/bin/python benchmarks/bench_e2e.py --breakdown  # + CPU per statement by layer
+    /tmp/venv/bin/python benchmarks/bench_e2e.py --lean       # + the minimal statement path (_lean.py)
 
 Not a test: it reports (and exits 0) whatever the figures are.
 """
@@ -37,6 +41,7 @@ import logging
 import os
 import platform
 import pstats
+import resource
 import socket
 import statistics
 import struct
@@ -63,11 +68,15 @@ Worker = Callable[[int], None]
 
 @attrs.frozen
 class Run:
-    """One timed run: ``statements`` in ``wall`` seconds, using ``cpu`` seconds of client CPU."""
+    """One timed run: ``statements`` in ``wall`` seconds, using ``cpu`` seconds of client CPU, of
+    which ``sys`` in the kernel, with ``switches`` voluntary context switches (the client's threads
+    blocking: in the kernel, or waiting for the GIL or a lock)."""
 
     statements: int
     wall: float
     cpu: float
+    sys: float = 0.0
+    switches: int = 0
 
     @property
     def rate(self) -> float:
@@ -76,6 +85,14 @@ class Run:
     @property
     def cpu_us(self) -> float:
         return self.cpu / self.statements * 1e6
+
+    @property
+    def sys_us(self) -> float:
+        return self.sys / self.statements * 1e6
+
+    @property
+    def switches_per_stmt(self) -> float:
+        return self.switches / self.statements
 
 
 # ---- the replay server ---------------------------------------------------------------------
@@ -267,6 +284,37 @@ class RawSocket(Bench):
         self.socks = []
 
 
+class LeanPrototype(Bench):
+    """``_lean.py``: the minimal statement path, for reference (``--lean``)."""
+
+    name = "lean prototype"
+
+    def __init__(self, host: str, port: int) -> None:
+        self.addr = (host, port)
+        self.workers: list[Any] = []
+
+    def setup(self, threads: int) -> list[Worker]:
+        from _lean import LeanWorker
+        from _replay import SESSION_ID
+
+        self.workers = [LeanWorker(*self.addr, SESSION_ID) for _ in range(threads)]
+        assert self.workers[0].execute(STATEMENT).rows() == [(1,)]
+        out: list[Worker] = []
+        for w in self.workers:
+
+            def work(count: int, execute: Any = w.execute) -> None:
+                for _ in range(count):
+                    execute(STATEMENT)
+
+            out.append(work)
+        return out
+
+    def teardown(self) -> None:
+        for w in self.workers:
+            w.close()
+        self.workers = []
+
+
 # ---- timing --------------------------------------------------------------------------------
 
 
@@ -291,13 +339,16 @@ def timed(bench: Bench, threads: int, statements: int, warmup: int) -> Run:
         for t in pool:
             t.start()
         gate.wait()
+        usage0 = resource.getrusage(resource.RUSAGE_SELF)
         wall0, cpu0 = time.perf_counter(), time.process_time()
         for t in pool:
             t.join()
         wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+        usage = resource.getrusage(resource.RUSAGE_SELF)
         if errors:
             raise errors[0]
-        return Run(per * threads, wall, cpu)
+        kernel, switches = usage.ru_stime - usage0.ru_stime, usage.ru_nvcsw - usage0.ru_nvcsw
+        return Run(per * threads, wall, cpu, kernel, switches)
     finally:
         bench.teardown()
 
@@ -325,6 +376,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=None, help="runs per configuration (best is reported)")
     ap.add_argument("--statements", type=int, default=None, help="statements per run")
     ap.add_argument("--profile", action="store_true", help="also print a cProfile of nebula_sync (1 thread)")
+    ap.add_argument("--lean", action="store_true",
+                    help="also run the minimal pure-Python statement path of _lean.py, for reference")
     ap.add_argument("--breakdown", action="store_true",
                     help="also attribute nebula_sync's CPU per statement to its layers (_breakdown.py)")
     args = ap.parse_args()
@@ -342,6 +395,8 @@ def main() -> int:
             Nebula3SessionPool(host, port),
             Nebula3SessionPerThread(host, port),
         ]
+        if args.lean:
+            benches.insert(1, LeanPrototype(host, port))
         print(f"Python {platform.python_version()}, thrift {importlib.metadata.version('thrift')}, "
               f"nebula3-python {importlib.metadata.version('nebula3-python')}, {os.cpu_count()} CPUs; "
               f"{statements} x {STATEMENT!r} per run, best of {rounds} round(s); "
@@ -376,13 +431,15 @@ def report(benches: list[Bench], results: dict[tuple[str, int], list[Run]]) -> N
 
     for threads in (1, 8):
         print(f"\n{threads} thread{'s' if threads > 1 else ''}:")
-        print(f"  {'client':<24} {'best/s':>9} {'median/s':>9} {'CPU us/stmt':>12} {'median CPU':>11}")
+        print(f"  {'client':<24} {'best/s':>9} {'median/s':>9} {'CPU us/stmt':>12} {'median CPU':>11} "
+              f"{'kernel us':>10} {'switches':>9}")  # fmt: skip
         for b in benches:
             runs = results[(b.name, threads)]
             top = best(b.name, threads)
             med = statistics.median(run.rate for run in runs)
             med_cpu = statistics.median(run.cpu_us for run in runs)
-            print(f"  {b.name:<24} {top.rate:>9,.0f} {med:>9,.0f} {top.cpu_us:>12.1f} {med_cpu:>11.1f}")
+            print(f"  {b.name:<24} {top.rate:>9,.0f} {med:>9,.0f} {top.cpu_us:>12.1f} {med_cpu:>11.1f} "
+                  f"{top.sys_us:>10.1f} {top.switches_per_stmt:>9.2f}")  # fmt: skip
     print("\nratios: best rounds | median of per-round ratios (min-max)")
     for threads in (1, 8):
         ns = results[("nebula_sync", threads)]
@@ -406,6 +463,15 @@ def report(benches: list[Bench], results: dict[tuple[str, int], list[Run]]) -> N
               f"{b_floor.rate / b_ns.rate:.2f}x | {spread(vs_floor)}")  # fmt: skip
         print(f"    nebula3 / nebula_sync CPU per statement:  "
               f"{min(b_sp.cpu_us, b_st.cpu_us) / b_ns.cpu_us:.2f}x | {spread(cpu)}")  # fmt: skip
+        lean = results.get(("lean prototype", threads))
+        if lean:
+            b_lean = best("lean prototype", threads)
+            print(f"    lean prototype / fastest nebula3:         "
+                  f"{b_lean.rate / max(b_sp.rate, b_st.rate):.2f}x | "
+                  f"{spread([a.rate / max(b.rate, c.rate) for a, b, c in zip(lean, sp, st)])}")  # fmt: skip
+            print(f"    raw floor / lean prototype:               "
+                  f"{b_floor.rate / b_lean.rate:.2f}x | "
+                  f"{spread([f.rate / a.rate for a, f in zip(lean, floor)])}")  # fmt: skip
 
 
 if __name__ == "__main__":
