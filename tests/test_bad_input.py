@@ -6,8 +6,8 @@ configuration values. Every execute-time case checks the fake graphd saw no stat
 bad call: afterwards a sentinel statement runs on the same single session, and it must be the only
 statement the server ever logged.
 
-Cases where the client raises an unclear or untyped error, or sends first, are strict xfails
-whose reasons name the bug.
+A case where the client raises an unclear or untyped error, or sends first, is a bug: it is pinned
+by a strict xfail whose reason names it until the client is fixed.
 """
 
 from __future__ import annotations
@@ -202,14 +202,6 @@ def test_template_with_a_lone_surrogate_is_refused_before_sending(
     assert_nothing_sent(fake_graphd, client)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (unclear error): execute_py('RETURN {{x}}', {'x': 'a\\ud800'}) reports the *rendered "
-    "statement* ('statement is not valid Unicode text: a lone surrogate at position 9'), not the "
-    "placeholder x, while $x gives 'x: string is not valid Unicode text'. Fix in "
-    "_params.render_template / literal rendering: reject lone surrogates in str values with the "
-    "placeholder's name, as to_value does.",
-)
 def test_template_with_a_lone_surrogate_names_the_placeholder(client: NebulaClient) -> None:
     raises(ValueError, lambda: client.execute_py("RETURN {{x}}", {"x": "a\ud800"}), "x:")
 
