@@ -432,14 +432,16 @@ def report(benches: list[Bench], results: dict[tuple[str, int], list[Run]]) -> N
     for threads in (1, 8):
         print(f"\n{threads} thread{'s' if threads > 1 else ''}:")
         print(f"  {'client':<24} {'best/s':>9} {'median/s':>9} {'CPU us/stmt':>12} {'median CPU':>11} "
-              f"{'kernel us':>10} {'switches':>9}")  # fmt: skip
+              f"{'med. kernel':>11} {'med. switch':>11}")  # fmt: skip
         for b in benches:
             runs = results[(b.name, threads)]
             top = best(b.name, threads)
             med = statistics.median(run.rate for run in runs)
             med_cpu = statistics.median(run.cpu_us for run in runs)
+            med_sys = statistics.median(run.sys_us for run in runs)
+            med_sw = statistics.median(run.switches_per_stmt for run in runs)
             print(f"  {b.name:<24} {top.rate:>9,.0f} {med:>9,.0f} {top.cpu_us:>12.1f} {med_cpu:>11.1f} "
-                  f"{top.sys_us:>10.1f} {top.switches_per_stmt:>9.2f}")  # fmt: skip
+                  f"{med_sys:>11.1f} {med_sw:>11.2f}")  # fmt: skip
     print("\nratios: best rounds | median of per-round ratios (min-max)")
     for threads in (1, 8):
         ns = results[("nebula_sync", threads)]
