@@ -35,7 +35,6 @@ from typing import Optional
 from flask import Flask, Response, jsonify
 
 from nebula_sync import ConnectionConfig, NebulaClient, SessionPoolConfig
-from nebula_sync._health import check_health
 from nebula_sync.errors import NebulaError, PoolTimeout
 
 
@@ -74,7 +73,7 @@ def create_app(client: Optional[NebulaClient] = None) -> Flask:
 
     @app.get("/health")
     def health() -> tuple[Response, int]:
-        report = check_health(nebula, web_port=web_port, timeout=2.0)
+        report = nebula.health(web_port=web_port, timeout=2.0)
         return jsonify(report.as_dict()), 200 if report.healthy else 503
 
     @app.errorhandler(NebulaError)

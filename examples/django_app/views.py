@@ -9,7 +9,6 @@ from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 
 from django_app.nebula import get_client
-from nebula_sync._health import check_health
 from nebula_sync.errors import NebulaError, PoolTimeout
 
 
@@ -39,5 +38,5 @@ def player(request: HttpRequest, n: int) -> JsonResponse:
 @_nebula_errors
 def health(request: HttpRequest) -> JsonResponse:
     """Every graphd's web ``/status`` and a Thrift ping: 200 if all are healthy, else 503."""
-    report = check_health(get_client(), web_port=settings.NEBULA["WEB_PORT"], timeout=2.0)
+    report = get_client().health(web_port=settings.NEBULA["WEB_PORT"], timeout=2.0)
     return JsonResponse(report.as_dict(), status=200 if report.healthy else 503)
