@@ -194,14 +194,14 @@ def test_stalled_web_service_is_bounded_by_the_timeout(servers: list[FakeGraphd]
     for s in servers:
         web(s).set_stall(True)
     start = time.monotonic()
-    report = check_health(client, web_port=web_map(*servers), timeout=0.4)
+    report = check_health(client, web_port=web_map(*servers), timeout=1.0)
     elapsed = time.monotonic() - start
-    # three hosts probed at once: one timeout, not three
-    assert 0.35 <= elapsed < 1.2, elapsed
-    assert report.elapsed_s < 1.2
+    # three hosts probed at once: about one timeout (probed one after another: three or more)
+    assert 0.95 <= elapsed < 2.5, elapsed
+    assert report.elapsed_s < 2.5
     for h in report:
         assert h.http_status is None and not h.web_healthy and h.thrift_healthy
-        assert h.web_error is not None and "0.4" in h.web_error
+        assert h.web_error is not None and "within 1" in h.web_error
     assert all(web(s).wait_stalled(1, timeout=5.0) for s in servers)
 
 
@@ -210,8 +210,8 @@ def test_stalled_thrift_server_is_bounded_by_the_timeout(servers: list[FakeGraph
     stalled = servers[0]
     stalled.stall(True)
     start = time.monotonic()
-    report = check_health(client, web_port=web_map(*servers), timeout=0.4)
-    assert time.monotonic() - start < 1.2
+    report = check_health(client, web_port=web_map(*servers), timeout=1.0)
+    assert time.monotonic() - start < 2.5
     h = report.host(stalled.address)
     assert h.web_healthy and not h.thrift_healthy and h.thrift_latency_s is None and h.thrift_error
     assert report.host(servers[1].address).healthy and report.host(servers[2].address).healthy
@@ -227,8 +227,9 @@ def test_everything_stalled_at_once_is_still_one_timeout(servers: list[FakeGraph
         s.stall(True)
         web(s).set_stall(True)
     start = time.monotonic()
-    report = check_health(client, web_port=web_map(*servers), timeout=0.4)
-    assert time.monotonic() - start < 1.2
+    report = check_health(client, web_port=web_map(*servers), timeout=1.0)
+    # six probes, each stalled: still about one timeout
+    assert time.monotonic() - start < 2.5
     assert not report.any_healthy and len(report) == 3
     assert all(len(h.errors) == 2 for h in report)
 
