@@ -293,9 +293,10 @@ class Lease:
 
 
 class _Waiter:
-    __slots__ = ("error", "event", "lease")
+    __slots__ = ("deadline", "error", "event", "lease")
 
-    def __init__(self) -> None:
+    def __init__(self, deadline: float | None = None) -> None:
+        self.deadline = deadline
         self.event = threading.Event()
         self.lease: Lease | None = None
         self.error: BaseException | None = None
@@ -335,7 +336,7 @@ class SessionBroker:
         """Take a session slot on some healthy host, waiting (FIFO) until ``deadline`` if all are busy.
 
         :raises PoolTimeout: nothing was free in time.
-        :raises NoHostAvailable: every host is down and still backing off.
+        :raises NoHostAvailable: every host is down and none can be retried before ``deadline``.
         :raises ClientClosed: the client was closed.
         """
         with self._lock:
@@ -349,12 +350,14 @@ class SessionBroker:
                 lease = self._take_locked(time.monotonic())
                 if lease is not None:
                     return lease
-            if self._hopeless_locked():
+            if self._hopeless_locked(deadline):
                 raise self._no_host_error_locked()
             left = _remaining(deadline)
             if left is not None and left <= 0:
                 raise self._timeout_error_locked(deadline, 0.0)
-            waiter = _Waiter()
+            # Every session is busy, or every host is backing off but one may be retried before
+            # the deadline: queue (FIFO) until a hand-off or that retry time.
+            waiter = _Waiter(deadline)
             self._waiters.append(waiter)
         waited_from = time.monotonic()
         try:
@@ -375,7 +378,7 @@ class SessionBroker:
                         # Timed out: leave the queue. Under the lock, so no hand-off races this.
                         self._waiters.remove(waiter)
                         raise self._timeout_error_locked(deadline, time.monotonic() - waited_from)
-                    if self._hopeless_locked():
+                    if self._hopeless_locked(deadline):
                         self._waiters.remove(waiter)
                         raise self._no_host_error_locked()
         except BaseException:
@@ -400,21 +403,32 @@ class SessionBroker:
             return nearest if left is None else min(left, nearest)
         return left
 
-    def _hopeless_locked(self) -> bool:
-        """No host can lend now and no lease is out to come back: waiting cannot help.
+    def _hopeless_locked(self, deadline: float | None) -> bool:
+        """Waiting until ``deadline`` cannot help: no host can lend now, no lease is out to come
+        back, and no down host's backoff ends before the deadline (then it would be probed).
 
         The same condition makes a new caller's :meth:`borrow` raise ``NoHostAvailable``.
         """
         now = time.monotonic()
-        return not any(self._available_locked(h, now) or h.busy for h in self.hosts)
+        if any(self._available_locked(h, now) or h.busy for h in self.hosts):
+            return False
+        retry = min((h.retry_at for h in self.hosts if not h.probing), default=None)
+        if retry is None:
+            return True  # every host is being probed right now; the probes will report
+        return deadline is not None and retry >= deadline
 
     def _fail_hopeless_waiters_locked(self) -> None:
-        if self._waiters and self._hopeless_locked():
-            error = self._no_host_error_locked()
-            while self._waiters:
-                waiter = self._waiters.popleft()
+        kept: collections.deque[_Waiter] = collections.deque()
+        error: NoHostAvailable | None = None
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if self._hopeless_locked(waiter.deadline):
+                error = error or self._no_host_error_locked()
                 waiter.error = error
                 waiter.event.set()
+            else:
+                kept.append(waiter)
+        self._waiters = kept
 
     def _available_locked(self, host: HostEntry, now: float) -> bool:
         if host.state == HostState.UP:

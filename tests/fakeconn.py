@@ -170,8 +170,8 @@ def observed_waiter_class(probe: Probe, name: str = "broker.waiter") -> type[Any
     """A drop-in for ``nebula_sync._pool._Waiter`` whose event reports waits to ``probe``."""
 
     class ObservedWaiter(_pool._Waiter):
-        def __init__(self) -> None:
-            super().__init__()
+        def __init__(self, *args: Any) -> None:
+            super().__init__(*args)
             self.event = ObservedEvent(probe, name)
 
     return ObservedWaiter

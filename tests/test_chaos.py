@@ -374,19 +374,6 @@ def test_chaos() -> None:
     assert fds_left <= 0 and threads_left <= 0, (fds_left, threads_left)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (fails fast instead of waiting): when every host is backing off after connect "
-    "failures, SessionBroker.borrow raises NoHostAvailable at once -- even when a host's re-probe "
-    "time (retry_at, ~0.2 s after a first failure) falls well inside the caller's wait_timeout and "
-    "the host is healthy again. NebulaClient._run calls borrow outside its retry loop, so "
-    "idempotent=True does not help either. Under the chaos run this turned short network faults "
-    "into bursts of thousands of instant NoHostAvailable errors (callers retrying without a "
-    "backoff of their own burn their retries in microseconds). Fix in _pool.py "
-    "SessionBroker.borrow: if no host is available now but min(retry_at) is before the deadline, "
-    "wait until then (as a queued waiter) and let that borrower probe; raise NoHostAvailable only "
-    "when no host can be probed before the deadline.",
-)
 def test_borrow_waits_for_a_host_backing_off_within_wait_timeout() -> None:
     servers = [FakeGraphd().start() for _ in range(2)]
     try:

@@ -250,7 +250,8 @@ def test_construction_fails_when_too_few_hosts_answer(fake_graphd_factory: Facto
 
 
 def test_all_hosts_down_gives_no_host_available(fake_graphd: FakeGraphd) -> None:
-    client = make_client(fake_graphd)
+    # wait_timeout shorter than the first backoff (~0.2 s): no host can be retried in time.
+    client = make_client(fake_graphd, wait=0.05)
     try:
         fake_graphd.stop()
         with pytest.raises((ConnectionFailed, OutcomeUnknown)):
@@ -258,6 +259,21 @@ def test_all_hosts_down_gives_no_host_available(fake_graphd: FakeGraphd) -> None
         with pytest.raises(NoHostAvailable) as info:
             client.execute("RETURN 1")
         assert fake_graphd.address in str(info.value)
+    finally:
+        client.close()
+
+
+def test_caller_waits_for_a_backing_off_host_within_wait_timeout(fake_graphd: FakeGraphd) -> None:
+    client = make_client(fake_graphd, wait=5.0)
+    try:
+        fake_graphd.stop()
+        with pytest.raises((ConnectionFailed, OutcomeUnknown)):
+            client.execute("RETURN 1")
+        assert client.stats().hosts[0].state == "down"
+        fake_graphd.start()
+        # The host is backing off; the caller waits for its retry time instead of failing.
+        assert client.execute("RETURN 7").rows() == [(7,)]
+        assert client.stats().hosts[0].state == "up"
     finally:
         client.close()
 
