@@ -71,6 +71,7 @@ _datetime = _dt.datetime
 _new_node = Node.__new__
 _new_rel = Relationship.__new__
 _osa = object.__setattr__
+_onew = object.__new__
 _NULLS: dict[int, Any] = {0: None}
 
 
@@ -522,7 +523,10 @@ class _DataSetFast(_Frozen):
     __slots__ = ()
 
     def __new__(cls, column_names: list[str] | None = None, rows: list[list[Any]] | None = None) -> Any:
-        return DecodedDataSet(_names(column_names) if column_names else [], rows or [])
+        data = _onew(DecodedDataSet)  # no __init__ call: this runs on every reply
+        data.column_names = _names(column_names) if column_names else []
+        data.rows = rows or []
+        return data
 
 
 class _DataSetSafe(_Frozen):
@@ -559,14 +563,24 @@ class _ExecutionResponse(_Frozen):
         plan_desc: ttypes.PlanDescription | None = None,
         comment: bytes | None = None,
     ) -> Any:
-        return DecodedResponse(error_code, latency_in_us, data, space_name, error_msg, plan_desc, comment)
+        resp = _onew(DecodedResponse)  # no __init__ call: this runs on every reply
+        resp.error_code = error_code
+        resp.latency_in_us = latency_in_us
+        resp.data = data
+        resp.space_name = space_name
+        resp.error_msg = error_msg
+        resp.plan_desc = plan_desc
+        resp.comment = comment
+        return resp
 
 
 class _ExecuteResult(_Frozen):
     __slots__ = ()
 
     def __new__(cls, success: DecodedResponse | None = None) -> Any:
-        return ExecuteReply(success)
+        reply = _onew(ExecuteReply)
+        reply.success = success
+        return reply
 
 
 # ---- specs -----------------------------------------------------------------------------------
