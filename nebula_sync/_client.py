@@ -63,6 +63,20 @@ def _min_deadline(a: float | None, b: float | None) -> float | None:
     return min(a, b)
 
 
+def _result_set() -> type[ResultSet]:
+    """``ResultSet``, imported on first use (the results layer imports pandas-free modules only,
+    but keeping it out of the client's import keeps ``import nebula_sync._client`` light)."""
+    global _RESULT_SET
+    if _RESULT_SET is None:
+        from nebula_sync._result import ResultSet
+
+        _RESULT_SET = ResultSet
+    return _RESULT_SET
+
+
+_RESULT_SET: Optional[type[ResultSet]] = None
+
+
 def _request_timeout(cfg: ConnectionConfig, timeout: Any) -> Optional[float]:
     """The reply timeout for one call: ``timeout`` if given (validated), else the configured one."""
     if timeout is _DEFAULT:
@@ -416,6 +430,8 @@ class NebulaClient:
         hosts = []
         for snap, entry in zip(self._broker.snapshot(), self._hosts):
             idle, active, waiting = entry.conn_pool.counts()
+            parked = snap["connections_parked"]  # kept by idle sessions: idle, though checked out
+            idle, active = idle + parked, active - parked
             c = snap["counters"]
             hosts.append(
                 HostStats(
@@ -548,10 +564,8 @@ class NebulaClient:
                 start: float, as_json: bool) -> Any:  # fmt: skip
         if as_json:
             return resp
-        from nebula_sync._result import ResultSet
-
         elapsed_us = int((time.monotonic() - start) * 1_000_000)
-        return ResultSet.from_response(
+        return _result_set().from_response(
             resp,
             statement=prepared.text,
             host=host.name,
@@ -574,12 +588,7 @@ class NebulaClient:
         host = lease.host
         statements = errors = 0
         try:
-            try:
-                conn = host.conn_pool.acquire(overall)
-            except ConnectionFailed as exc:
-                if not isinstance(exc, IncompatibleServer):
-                    self._broker.mark_down(host, exc)
-                raise
+            conn = self._checkout(lease, overall)
             if lease.probe:
                 self._broker.mark_up(host)
             try:
@@ -612,7 +621,7 @@ class NebulaClient:
                     self._restore_space(host, lease, conn, overall)
                 return resp, session
             finally:
-                host.conn_pool.release(conn)
+                self._checkin(lease, conn)
         finally:
             if release:
                 leftover = self._broker.release(lease, lease.session, statements=statements, errors=errors)
@@ -622,6 +631,32 @@ class NebulaClient:
                 # A held session (client.session()) counts as it goes, not when it is returned.
                 self._broker.count(host, "statements", statements)
                 self._broker.count(host, "errors", errors)
+
+    def _checkout(self, lease: Lease, deadline: float | None) -> Connection:
+        """The connection for this lease: the one its session kept (validated), else a pooled one.
+
+        :raises ConnectionFailed: no connection could be opened; the host is marked down.
+        """
+        host = lease.host
+        session = lease.session
+        if session is not None and session.conn is not None:
+            conn, session.conn = session.conn, None
+            if host.conn_pool.reuse(conn, deadline):
+                return conn
+        try:
+            return host.conn_pool.acquire(deadline)
+        except ConnectionFailed as exc:
+            if not isinstance(exc, IncompatibleServer):
+                self._broker.mark_down(host, exc)
+            raise
+
+    def _checkin(self, lease: Lease, conn: Connection) -> None:
+        """After a statement: the session keeps a healthy connection; otherwise the pool gets it."""
+        session = lease.session
+        if session is not None and not self._broker.closed and conn.is_usable:
+            session.conn = conn
+        else:
+            lease.host.conn_pool.release(conn)
 
     def _too_old(self, session: ServerSession) -> bool:
         cfg = self._pool_config
@@ -751,10 +786,15 @@ class NebulaClient:
             self._signout(host, session, conn)
 
     def _signout(self, host: HostEntry, session: ServerSession, conn: Connection | None) -> None:
-        """Sign a session out (oneway, best effort): on ``conn`` if usable, else a pooled one."""
+        """Sign a session out (oneway, best effort) on ``conn`` if usable, else on the connection
+        the session kept, else a pooled one. The kept connection goes back to the pool."""
+        parked, session.conn = session.conn, None
         try:
-            if conn is not None and conn.is_usable:
-                conn.signout(session.id)
+            use = conn if conn is not None and conn.is_usable else None
+            if use is None and parked is not None and parked.is_usable:
+                use = parked
+            if use is not None:
+                use.signout(session.id)
             else:
                 deadline = time.monotonic() + (self._conn_config.connect_timeout or 5.0)
                 try:
@@ -774,6 +814,9 @@ class NebulaClient:
             self._broker.count(host, "sessions_signed_out")
         except NebulaError as exc:
             log.debug("could not sign out session %d on %s: %s", session.id, host.name, exc)
+        finally:
+            if parked is not None:
+                host.conn_pool.release(parked)
 
 
 class Session:
@@ -852,7 +895,7 @@ class Session:
         ):
             try:
                 limit = client._conn_config.connect_timeout or 5.0
-                conn = lease.host.conn_pool.acquire(time.monotonic() + limit)
+                conn = client._checkout(lease, time.monotonic() + limit)
             except NebulaError:
                 session, lease.session = lease.session, None
                 client._signout(lease.host, session, None)
@@ -860,7 +903,7 @@ class Session:
                 try:
                     client._restore_space(lease.host, lease, conn, None)
                 finally:
-                    lease.host.conn_pool.release(conn)
+                    client._checkin(lease, conn)
         leftover = client._broker.release(lease, lease.session)
         if leftover is not None:
             client._signout(lease.host, leftover, None)

@@ -169,6 +169,22 @@ class ConnectionPool:
         conn.close()
         raise ClientClosed("the connection pool was closed while connecting", host=str(self.address))
 
+    def reuse(self, conn: Connection, deadline: float | None) -> bool:
+        """Validate a checked-out connection a session kept while idle (see ``ServerSession.conn``).
+
+        ``False`` means it was expired, dropped or failed its ping, and has been discarded.
+        """
+        try:
+            ok = not self._closed and not self._expired(conn, time.monotonic()) and self._validate(
+                conn, deadline
+            )
+        except BaseException:
+            self._forget(conn)
+            raise
+        if not ok:
+            self._forget(conn)
+        return ok
+
     def _forget(self, conn: Connection) -> None:
         with self._lock:
             self._active.discard(conn)
@@ -188,7 +204,8 @@ class ConnectionPool:
                 keep = True
             else:
                 self.discarded += 1
-            self._cond.notify()
+            if self._waiting:
+                self._cond.notify()
         if not keep:
             conn.close()
 
@@ -247,9 +264,12 @@ class ServerSession:
     Used by one borrower at a time (the broker guarantees it); not thread-safe.
     """
 
-    __slots__ = ("created_at", "id", "last_used", "space", "timezone_name", "timezone_offset")
+    __slots__ = ("conn", "created_at", "id", "last_used", "space", "timezone_name", "timezone_offset")
 
     def __init__(self, session_id: int, timezone_offset: int, timezone_name: str) -> None:
+        #: the connection this session last used, kept while it is idle so that the next borrower
+        #: skips the connection pool; it stays checked out of (counted active in) that pool
+        self.conn: Connection | None = None
         self.id = session_id
         self.timezone_offset = timezone_offset
         self.timezone_name = timezone_name
@@ -504,7 +524,8 @@ class SessionBroker:
             if errors:
                 host.counters["errors"] += errors
             leftover = self._give_back_locked(lease, session)
-            self._returned.notify_all()
+            if self._closed:
+                self._returned.notify_all()  # close() waits for the last lease
             return leftover
 
     def _give_back_locked(self, lease: Lease, session: ServerSession | None) -> ServerSession | None:
@@ -613,6 +634,7 @@ class SessionBroker:
                         "host": h.name,
                         "state": h.state,
                         "sessions_idle": len(h.idle),
+                        "connections_parked": sum(1 for s in h.idle if s.conn is not None),
                         "sessions_busy": h.busy,
                         "waiters": waiters,
                         "retry_in": max(0.0, h.retry_at - now) if h.state != HostState.UP else 0.0,
