@@ -34,6 +34,8 @@ from nebula_sync._values import (
     Relationship,
     SetList,
     ValueWrapper,
+    format_value,
+    to_primitive,
 )
 from nebula_sync._version import __version__
 from nebula_sync.config import (
@@ -78,6 +80,8 @@ __all__ = [
     "TLSConfig",
     "ValueWrapper",
     "__version__",
+    "format_value",
     "render_literal",
     "render_template",
+    "to_primitive",
 ]

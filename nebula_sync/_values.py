@@ -541,6 +541,15 @@ class Relationship:
         return f"Relationship({self})"
 
 
+
+def _node_tuple(nodes: Iterable[Node]) -> tuple[Node, ...]:
+    """A typed converter (``converter=tuple`` makes ``Path([...], [...])`` fail type checks)."""
+    return tuple(nodes)
+
+
+def _relationship_tuple(relationships: Iterable[Relationship]) -> tuple[Relationship, ...]:
+    return tuple(relationships)
+
 @attrs.frozen(eq=False, repr=False)
 class Path:
     """A path: ``nodes[0]``, then for each step a relationship and the next node.
@@ -550,8 +559,8 @@ class Path:
     relationships are equal. Immutable; thread-safe.
     """
 
-    nodes: tuple[Node, ...] = attrs.field(converter=tuple)
-    relationships: tuple[Relationship, ...] = attrs.field(converter=tuple)
+    nodes: tuple[Node, ...] = attrs.field(converter=_node_tuple)
+    relationships: tuple[Relationship, ...] = attrs.field(converter=_relationship_tuple)
 
     def __attrs_post_init__(self) -> None:
         if not self.nodes or len(self.nodes) != len(self.relationships) + 1:
