@@ -512,11 +512,8 @@ class _Path(_Frozen):
         return path
 
 
-class _Row(_Frozen):
-    __slots__ = ()
-
-    def __new__(cls, values: list[Any] | None = None) -> Any:
-        return values if values is not None else []
+#: a ``Row`` decodes exactly like an ``NList``: to its list of values
+_Row = _NList
 
 
 class _DataSetFast(_Frozen):
