@@ -17,7 +17,8 @@ from typing import Any
 
 import attrs
 from thrift.protocol.TProtocol import TProtocolException
-from thrift.Thrift import TApplicationException
+from thrift.Thrift import TApplicationException, TType
+from thrift.transport.TTransport import TTransportException
 
 from nebula_sync.errors import ProtocolError
 
@@ -213,25 +214,95 @@ def decode_struct(buf: bytes | bytearray, pos: int, spec: list[Any], limits: Lim
     try:
         if _fastbinary is not None:
             return _fastbinary.decode_binary(None, _Source(stream, limits), spec)
-        return _slow_decode(stream, spec, limits)  # pragma: no cover
+        return _slow_decode(stream, spec, limits)
     except ProtocolError:
         raise
-    except (EOFError, TProtocolException, OverflowError, ValueError, TypeError, KeyError,
-            UnicodeDecodeError, MemoryError, RecursionError) as exc:  # fmt: skip
+    except (EOFError, TProtocolException, TTransportException, OverflowError, ValueError,
+            TypeError, KeyError, UnicodeDecodeError, MemoryError, RecursionError) as exc:  # fmt: skip
         raise ProtocolError(f"could not decode the reply: {type(exc).__name__}: {exc}") from exc
 
 
-def _slow_decode(stream: io.BytesIO, spec: list[Any], limits: Limits) -> Any:  # pragma: no cover
+def _slow_decode(stream: io.BytesIO, spec: list[Any], limits: Limits) -> Any:
+    """Decode like the C extension does, in pure Python (used only when it is missing).
+
+    It follows the C decoder's rules so the same specs work: a struct whose class subclasses
+    ``TFrozenBase`` (or has its own ``__setattr__``) is built as ``cls(**fields)``, any other as
+    ``cls()`` plus attributes; fields are looked up in the spec by id, a field of the wrong type is
+    skipped. Limits and nesting depth are enforced.
+    """
     from thrift.protocol.TBinaryProtocol import TBinaryProtocol
     from thrift.transport.TTransport import TMemoryBuffer
 
-    trans = TMemoryBuffer(stream.read())
     proto = TBinaryProtocol(
-        trans,
+        TMemoryBuffer(stream.read()),
         string_length_limit=limits.max_string_length,
         container_length_limit=limits.max_container_length,
     )
-    return proto.readStruct(spec[0](), spec[1])
+    return _read_struct(proto, spec[0], spec[1], 0)
+
+
+_MAX_DEPTH = 64  # the C decoder's recursion limit
+
+
+def _read_struct(proto: Any, cls: Any, spec: Any, depth: int) -> Any:
+    if depth > _MAX_DEPTH:
+        raise ProtocolError("the reply nests structs too deeply")
+    from thrift.protocol.TBase import TFrozenBase
+
+    immutable = issubclass(cls, TFrozenBase) or cls.__setattr__ is not object.__setattr__
+    fields: dict[str, Any] = {}
+    proto.readStructBegin()
+    while True:
+        _name, ftype, fid = proto.readFieldBegin()
+        if ftype == TType.STOP:
+            break
+        entry = spec[fid] if 0 <= fid < len(spec) else None
+        if entry is None or entry[1] != ftype:
+            proto.skip(ftype)
+        else:
+            fields[entry[2]] = _read_value(proto, ftype, entry[3], depth)
+        proto.readFieldEnd()
+    proto.readStructEnd()
+    if immutable:
+        return cls(**fields)
+    obj = cls()
+    for name, value in fields.items():
+        setattr(obj, name, value)
+    return obj
+
+
+def _read_value(proto: Any, ttype: int, args: Any, depth: int) -> Any:
+    if ttype == TType.STRUCT:
+        return _read_struct(proto, args[0], args[1], depth + 1)
+    if ttype == TType.STRING:
+        raw = proto.readBinary()
+        return raw.decode("utf-8", "replace") if args == "UTF8" else raw
+    if ttype in (TType.LIST, TType.SET):
+        etype, eargs, frozen = args
+        wire_type, size = proto.readListBegin() if ttype == TType.LIST else proto.readSetBegin()
+        if size and wire_type != etype:
+            raise ProtocolError(f"container element type {wire_type}, expected {etype}")
+        items = [_read_value(proto, etype, eargs, depth) for _ in range(size)]
+        if ttype == TType.SET:
+            return frozenset(items) if frozen else set(items)
+        return tuple(items) if frozen else items
+    if ttype == TType.MAP:
+        ktype, kargs, vtype, vargs, _frozen = args
+        wk, wv, size = proto.readMapBegin()
+        if size and (wk != ktype or wv != vtype):
+            raise ProtocolError(f"map entry types {wk}/{wv}, expected {ktype}/{vtype}")
+        result = {}
+        for _ in range(size):
+            key = _read_value(proto, ktype, kargs, depth)
+            result[key] = _read_value(proto, vtype, vargs, depth)
+        return result
+    readers = {
+        TType.BOOL: proto.readBool, TType.BYTE: proto.readByte, TType.I16: proto.readI16,
+        TType.I32: proto.readI32, TType.I64: proto.readI64, TType.DOUBLE: proto.readDouble,
+    }  # fmt: skip
+    if ttype not in readers:
+        raise ProtocolError(f"unexpected wire type {ttype}")
+    return readers[ttype]()
 
 
 def encode_struct(obj: Any, spec: list[Any]) -> bytes:
