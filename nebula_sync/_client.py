@@ -654,7 +654,7 @@ class NebulaClient:
         """After a statement: the session keeps a healthy connection; otherwise the pool gets it."""
         session = lease.session
         if session is not None and not self._broker.closed and conn.is_usable:
-            session.conn = conn
+            session.conn = conn  # kept while idle: the next borrower skips the connection pool
         else:
             lease.host.conn_pool.release(conn)
 
@@ -686,7 +686,6 @@ class NebulaClient:
         deadline = _min_deadline(deadline, overall) if req_timeout is not None else deadline
         if log.isEnabledFor(logging.DEBUG):
             log.debug("[%s] session %d: %.200s", conn.host, session.id, prepared.text)
-        session.last_used = time.monotonic()
         if as_json:
             raw = conn.execute_json(session.id, prepared.stmt, prepared.params, deadline)
             try:
@@ -698,10 +697,13 @@ class NebulaClient:
                 raise NebulaError(f"graphd returned malformed JSON: {exc}", host=conn.host) from exc
             if space is not None:
                 session.space = str(space)
+                session.space_raw = session.space.encode("utf-8")
             return doc, code
         resp = conn.execute(session.id, prepared.stmt, prepared.params, deadline)
-        if resp.space_name is not None:
-            session.space = resp.space_name.decode("utf-8", "replace")
+        raw_space = resp.space_name
+        if raw_space is not None and raw_space != session.space_raw:
+            session.space_raw = raw_space
+            session.space = raw_space.decode("utf-8", "replace")
         return resp, resp.error_code
 
     def _server_error(self, resp: Any, code: int, prepared: _Prepared, host: HostEntry,

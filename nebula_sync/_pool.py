@@ -177,7 +177,7 @@ class ConnectionPool:
         try:
             ok = not self._closed and not self._expired(conn, time.monotonic()) and self._validate(
                 conn, deadline
-            )
+            )  # (the checks a reused idle connection gets, minus the lock)
         except BaseException:
             self._forget(conn)
             raise
@@ -264,7 +264,9 @@ class ServerSession:
     Used by one borrower at a time (the broker guarantees it); not thread-safe.
     """
 
-    __slots__ = ("conn", "created_at", "id", "last_used", "space", "timezone_name", "timezone_offset")
+    __slots__ = (
+        "conn", "created_at", "id", "last_used", "space", "space_raw", "timezone_name", "timezone_offset",
+    )  # fmt: skip
 
     def __init__(self, session_id: int, timezone_offset: int, timezone_name: str) -> None:
         #: the connection this session last used, kept while it is idle so that the next borrower
@@ -275,6 +277,7 @@ class ServerSession:
         self.timezone_name = timezone_name
         self.created_at = self.last_used = time.monotonic()
         self.space = ""
+        self.space_raw = b""  # graphd's last space_name, so it is decoded only when it changes
 
     def __repr__(self) -> str:
         return f"<ServerSession {self.id} space={self.space!r}>"
@@ -438,6 +441,8 @@ class SessionBroker:
         return deadline is not None and retry >= deadline
 
     def _fail_hopeless_waiters_locked(self) -> None:
+        if not self._waiters:
+            return
         kept: collections.deque[_Waiter] = collections.deque()
         error: NoHostAvailable | None = None
         while self._waiters:
@@ -478,6 +483,8 @@ class SessionBroker:
 
     def _dispatch_locked(self) -> None:
         """Hand free sessions or slots to waiters, oldest first."""
+        if not self._waiters:
+            return
         now = time.monotonic()
         while self._waiters:
             lease = self._take_locked(now)
