@@ -12,17 +12,24 @@ import warnings
 import weakref
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Callable, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional
 
 import attrs
 
 from nebula_sync import _params
 from nebula_sync._connection import Connection
-from nebula_sync._pool import ConnectionPool, HostEntry, HostState, Lease, ServerSession, SessionBroker
+from nebula_sync._pool import (
+    ConnectionFactory,
+    ConnectionPool,
+    HostEntry,
+    HostState,
+    Lease,
+    ServerSession,
+    SessionBroker,
+)
 from nebula_sync._thrift import ttypes
 from nebula_sync.config import (
     ConnectionConfig,
-    HostAddress,
     HostsSpec,
     SessionConfig,
     SessionPoolConfig,
@@ -51,7 +58,6 @@ log = logging.getLogger("nebula_sync.client")
 
 _SESSION_INVALID = (-1002, -1003)
 _DEFAULT: Any = object()  # "not given" for per-call timeouts (None means "no limit")
-ConnectionFactory = Callable[[HostAddress, ConnectionConfig], Connection]
 Params = Optional[Mapping[str, Any]]
 
 
@@ -933,4 +939,3 @@ def _reset_after_fork() -> None:
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_after_fork)
 
-_ = Union  # keep typing import for older Pythons' annotations

@@ -29,7 +29,8 @@ from nebula_sync.errors import ClientClosed, NebulaError, WebServiceError
 from nebula_sync.web import DEFAULT_WEB_PORT, GraphdWebClient
 
 if TYPE_CHECKING:
-    from nebula_sync._client import ConnectionFactory, NebulaClient
+    from nebula_sync._client import NebulaClient
+    from nebula_sync._pool import ConnectionFactory
 
 __all__ = ["HealthReport", "HostHealth", "check_health"]
 
