@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import attrs
 
-from nebula_sync import _params
+from nebula_sync import _fork, _params
 from nebula_sync._connection import Connection
 from nebula_sync._pool import (
     ConnectionFactory,
@@ -503,7 +503,7 @@ class NebulaClient:
     def _check(self) -> None:
         if self._closed:
             raise ClientClosed("the client is closed")
-        if os.getpid() != self._pid:
+        if _fork.pid() != self._pid:
             self._after_fork()
 
     def _after_fork(self) -> None:
