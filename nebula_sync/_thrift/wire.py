@@ -13,6 +13,7 @@ import enum
 import io
 import struct
 import warnings
+import zlib
 from typing import Any
 
 import attrs
@@ -97,12 +98,28 @@ def binary_message(name: bytes, mtype: int, seqid: int, body: bytes) -> bytes:
     return _pack_envelope(_VERSION_1 | mtype, len(name)) + name + _pack_i32(seqid) + body
 
 
-def theader_frame(payload: bytes, seqid: int, proto_id: int = PROTO_BINARY, flags: int = 0) -> bytes:
-    """Wrap ``payload`` in a THeader frame (no transforms, no info headers)."""
-    # varint protocol id (< 128, one byte), varint transform count 0, zero padding to 4 bytes
-    header = bytes((proto_id, 0, 0, 0))
+def theader_frame(
+    payload: bytes,
+    seqid: int,
+    proto_id: int = PROTO_BINARY,
+    flags: int = 0,
+    transforms: tuple[int, ...] = (),
+) -> bytes:
+    """Wrap ``payload`` in a THeader frame (no info headers).
+
+    ``transforms`` are applied to the payload and listed in the header; only zlib (id 1) is
+    supported (the client never sends any; the fake graphd mirrors a client's).
+    """
+    header = bytearray((proto_id, len(transforms)))  # varint protocol id and count (< 128)
+    for tid in transforms:
+        if tid != 1:
+            raise ValueError(f"unsupported THeader transform {tid}")
+        header.append(tid)
+        payload = zlib.compress(payload)
+    header.extend(b"\x00" * (-len(header) % 4))  # zero padding to whole 4-byte words
     length = 10 + len(header) + len(payload)
-    return _pack_header(length, THEADER_MAGIC, flags, seqid & 0xFFFFFFFF, 1) + header + payload
+    prefix = _pack_header(length, THEADER_MAGIC, flags, seqid & 0xFFFFFFFF, len(header) // 4)
+    return prefix + bytes(header) + payload
 
 
 def framed_frame(payload: bytes) -> bytes:

@@ -118,23 +118,8 @@ def _encode_exception(exc: TApplicationException) -> bytes:
     return bytes(buf.getvalue())
 
 
-def theader_frame(payload: bytes, seqid: int, proto_id: int, flags: int = 0,
-                  transforms: tuple[int, ...] = ()) -> bytes:  # fmt: skip
-    """A THeader frame with the given transforms applied to ``payload`` (only zlib, id 1)."""
-    import struct
-    import zlib
-
-    header = bytearray((proto_id, len(transforms)))
-    for tid in transforms:
-        header.append(tid)
-        if tid == 1:
-            payload = zlib.compress(payload)
-        else:  # pragma: no cover - the server refuses requests with other transforms
-            raise ValueError(f"unsupported THeader transform {tid}")
-    header.extend(b"\x00" * (-len(header) % 4))
-    length = 10 + len(header) + len(payload)
-    return (struct.pack("!IHHIH", length, wire.THEADER_MAGIC, flags, seqid & 0xFFFFFFFF,
-                        len(header) // 4) + bytes(header) + payload)  # fmt: skip
+#: THeader frames (with zlib when the client asked for it) are built by the wire layer
+theader_frame = wire.theader_frame
 
 
 RawReply = Union[bytes, Callable[[ReplyContext], bytes]]
