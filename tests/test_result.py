@@ -209,6 +209,28 @@ def test_primitive_columns_are_not_copied_value_by_value() -> None:
     assert by_col == {"a": list(range(10)), "b": [str(i) for i in range(10)]}
 
 
+@pytest.mark.parametrize("width", [1, 2, 5, 64, 65, 130])
+def test_row_dicts_match_dict_zip_at_every_width(width: int) -> None:
+    names = [f"c{i}" for i in range(width)]
+    rows = [[r * 1000 + c for c in range(width)] for r in range(7)]
+    by_row = result(names, rows).as_primitive_by_row()
+    assert by_row == [dict(zip(names, r)) for r in rows]
+    assert all(list(d) == names for d in by_row)  # column order kept
+
+
+def test_row_dicts_with_duplicate_and_odd_column_names() -> None:
+    # graphd may repeat a column name (RETURN 1, 1); the last value wins, as with dict(zip())
+    names = ["x", "x", "k0", "c0", "names", "columns", "{}", "a b"]
+    rows = [list(range(8)), list(range(10, 18))]
+    assert result(names, rows).as_primitive_by_row() == [dict(zip(names, r)) for r in rows]
+
+
+def test_row_dicts_tolerate_rows_shorter_than_the_header() -> None:
+    rs = result(["a", "b", "c"], [[1, 2], [3, 4]])
+    assert rs.as_primitive_by_row() == [{"a": 1, "b": 2}, {"a": 3, "b": 4}]
+    assert result(["a"], [[], []]).as_primitive_by_row() == []
+
+
 def test_large_conversions_pause_the_gc() -> None:
     import gc
 
