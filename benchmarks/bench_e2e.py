@@ -366,7 +366,7 @@ def profile_nebula_sync(address: str, statements: int) -> str:
     finally:
         bench.teardown()
     out = io.StringIO()
-    pstats.Stats(prof, stream=out).strip_dirs().sort_stats("tottime").print_stats(25)
+    pstats.Stats(prof, stream=out).strip_dirs().sort_stats("tottime").print_stats(60)
     return out.getvalue()
 
 

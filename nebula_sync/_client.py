@@ -257,6 +257,12 @@ class NebulaClient:
         self._pool_config = session_pool_config or SessionPoolConfig()
         self._conn_config = conn_config or ConnectionConfig()
         self._session_config = session_config or SessionConfig()
+        #: the space every pooled session is returned in ("" = none configured)
+        self._home_space = self._session_config.space or ""
+        #: sessions can grow too old (max_idle_time / max_lifetime): check before each use
+        self._ages_sessions = (
+            self._pool_config.max_idle_time is not None or self._pool_config.max_lifetime is not None
+        )
         self._min_healthy = min_healthy_hosts
         self._close_timeout = close_timeout
         self._factory: ConnectionFactory = connection_factory or Connection
@@ -353,8 +359,12 @@ class NebulaClient:
         :raises OutcomeUnknown: the request was sent but no reply came (see :class:`RequestTimeout`).
         :raises PoolTimeout: no session became free within ``wait_timeout``.
         """
-        self._check()
-        prepared = _prepare(statement, params)
+        # _check() and _prepare() inlined: this is the statement path
+        if self._closed:
+            raise ClientClosed("the client is closed")
+        if _fork._pid != self._pid:
+            self._after_fork()
+        prepared = _Prepared(statement, None) if params is None else _prepare(statement, params)
         result: ResultSet = self._run(prepared, timeout, idempotent)
         return result
 
@@ -534,19 +544,23 @@ class NebulaClient:
 
     def _run(self, prepared: _Prepared, timeout: Optional[float], idempotent: bool,
              as_json: bool = False) -> Any:  # fmt: skip
-        cfg = self._conn_config
-        req_timeout = _request_timeout(cfg, timeout)
+        req_timeout = self._conn_config.request_timeout if timeout is _DEFAULT else (
+            _request_timeout(self._conn_config, timeout)
+        )
         wait_timeout = self._pool_config.wait_timeout
         start = time.monotonic()
-        wait_deadline = None if wait_timeout is None else start + wait_timeout
-        # One bound for the whole operation (borrow, connect, authenticate, retries, reply), so a
-        # caller never waits longer than wait_timeout + request_timeout.
-        overall = None if wait_deadline is None or req_timeout is None else wait_deadline + req_timeout
+        if wait_timeout is None:
+            wait_deadline = overall = None
+        else:
+            # One bound for the whole operation (borrow, connect, authenticate, retries, reply),
+            # so a caller never waits longer than wait_timeout + request_timeout.
+            wait_deadline = start + wait_timeout
+            overall = None if req_timeout is None else wait_deadline + req_timeout
         attempts = 0
         max_attempts = len(self._hosts) + 1
         while True:
             attempts += 1
-            lease = self._broker.borrow(_min_deadline(wait_deadline, overall))
+            lease = self._broker.borrow(wait_deadline)  # wait_deadline <= overall
             try:
                 resp, session = self._attempt(lease, prepared, req_timeout, overall, as_json,
                                               restore_space=True)  # fmt: skip
@@ -599,7 +613,7 @@ class NebulaClient:
                 self._broker.mark_up(host)
             try:
                 session = lease.session
-                if session is not None and self._too_old(session):
+                if session is not None and self._ages_sessions and self._too_old(session):
                     lease.session = None
                     self._signout(host, session, conn)
                     session = None
@@ -623,7 +637,7 @@ class NebulaClient:
                 if code != 0:
                     errors += 1
                     raise self._server_error(resp, code, prepared, host, as_json)
-                if restore_space:
+                if restore_space and session.space != self._home_space:
                     self._restore_space(host, lease, conn, overall)
                 return resp, session
             finally:
@@ -898,14 +912,13 @@ class Session:
         self._done = True
         client = self._client
         lease = self._lease
-        if lease.session is not None and not client._broker.closed and lease.session.space != (
-            client._session_config.space or ""
-        ):
+        session = lease.session
+        if session is not None and not client._broker.closed and session.space != client._home_space:
             try:
                 limit = client._conn_config.connect_timeout or 5.0
                 conn = client._checkout(lease, time.monotonic() + limit)
             except NebulaError:
-                session, lease.session = lease.session, None
+                lease.session = None
                 client._signout(lease.host, session, None)
             else:
                 try:

@@ -150,7 +150,7 @@ class Connection:
     @property
     def is_usable(self) -> bool:
         """Open, not broken, and created by this process."""
-        return self._sock is not None and not self._broken and self.pid == _fork.pid()
+        return self._sock is not None and not self._broken and self.pid == _fork._pid
 
     def open(self, deadline: float | None = None) -> None:
         """Connect, set socket options, wrap TLS and run the version handshake.
@@ -351,7 +351,7 @@ class Connection:
         sock = self._sock
         if sock is None or self._broken:
             raise ConnectionFailed(f"connection #{self.id} to {self.host} is closed", host=self.host)
-        if self.pid != _fork.pid():
+        if self.pid != _fork._pid:
             raise ConnectionFailed("connection was inherited from another process", host=self.host)
         seqid = self._seqid = (self._seqid + 1) & 0x7FFFFFFF
         body = args if type(args) is bytes else wire.encode_struct(args, _ARGS_SPECS[type(args)])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+#: read directly (``_fork._pid``) on the statement path, where a function call would cost more
 _pid = os.getpid()
 
 

@@ -551,7 +551,7 @@ class SessionBroker:
                 # them out; until then they go idle for the next borrower.
                 session.last_used = time.monotonic()
                 host.idle.append(session)
-        if not self._closed:
+        if self._waiters and not self._closed:
             self._dispatch_locked()
             self._fail_hopeless_waiters_locked()
         return leftover

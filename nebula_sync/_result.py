@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any, overload
 
 from nebula_sync._thrift import ttypes
+from nebula_sync._thrift.fast import DecodedResponse as _DecodedResponse
 from nebula_sync._thrift.fast import gc_paused
 from nebula_sync._values import _TO_PRIMITIVE, ValueWrapper, format_value, to_primitive
 
@@ -32,6 +33,7 @@ _PRIMITIVE_TYPES = frozenset((type(None), bool, int, float, str))
 #: conversions of at least this many cells run with the cyclic GC paused (see fast.gc_paused)
 _GC_PAUSE_CELLS = 1024
 _MISSING: Any = object()
+_new_result = object.__new__
 
 
 def _text(raw: bytes | str | None) -> str:
@@ -403,16 +405,14 @@ class ResultSet:
     ) -> None:
         self._names = list(column_names)
         self._rows = rows
-        index: dict[str, int] = {}
-        for i, name in enumerate(self._names):
-            index.setdefault(name, i)
-        self._index = index
+        self._index: dict[str, int] | None = None  # built on first use: see _col_index()
         self._latency_us = latency_us
         self._elapsed_us = elapsed_us
-        self._space = space_name
-        self._comment = comment
+        # str here; raw bytes (or None) when made by from_response(): read through _text()
+        self._space: str | bytes | None = space_name
+        self._comment: str | bytes | None = comment
         self._error_code = error_code
-        self._error_msg = error_msg
+        self._error_msg: str | bytes | None = error_msg
         self._plan_raw = plan_desc
         self._plan: PlanDescription | None = None
         self._statement = statement
@@ -430,7 +430,35 @@ class ResultSet:
         timezone_offset: int = 0,
     ) -> ResultSet:
         """Wrap a decoded ``ExecutionResponse`` (:class:`nebula_sync._thrift.fast.DecodedResponse`,
-        or a plain :class:`nebula_sync._thrift.ttypes.ExecutionResponse`). Costs O(columns)."""
+        or a plain :class:`nebula_sync._thrift.ttypes.ExecutionResponse`).
+
+        A ``DecodedResponse`` is wrapped in O(1): its lists are taken over (the decoder made them
+        for this result alone) and its text fields are decoded when first read. This runs on every
+        statement.
+        """
+        if type(resp) is _DecodedResponse and cls is ResultSet:
+            rs = _new_result(ResultSet)
+            data = resp.data
+            if data is not None:
+                rs._names = data.column_names
+                rs._rows = data.rows
+            else:
+                rs._names = []
+                rs._rows = ()
+            rs._index = None
+            rs._latency_us = resp.latency_in_us
+            rs._elapsed_us = elapsed_us
+            # raw bytes (or None) until read: the properties pass them through _text()
+            rs._space = resp.space_name
+            rs._comment = resp.comment
+            rs._error_code = resp.error_code
+            rs._error_msg = resp.error_msg
+            rs._plan_raw = resp.plan_desc
+            rs._plan = None
+            rs._statement = statement
+            rs._host = host
+            rs._tz = timezone_offset
+            return rs
         data = resp.data
         names: list[str] = []
         rows: Sequence[Sequence[Any]] = ()
@@ -481,12 +509,12 @@ class ResultSet:
     @property
     def space_name(self) -> str:
         """The session's graph space after the statement (``""`` if none)."""
-        return self._space
+        return _text(self._space)
 
     @property
     def comment(self) -> str:
         """graphd's comment on the statement (``""`` if none)."""
-        return self._comment
+        return _text(self._comment)
 
     @property
     def error_code(self) -> int:
@@ -496,7 +524,7 @@ class ResultSet:
     @property
     def error_msg(self) -> str:
         """graphd's error message (``""`` if none)."""
-        return self._error_msg
+        return _text(self._error_msg)
 
     @property
     def is_succeeded(self) -> bool:
@@ -534,11 +562,21 @@ class ResultSet:
         """Whether there are no rows."""
         return not self._rows
 
+    def _col_index(self) -> dict[str, int]:
+        """Column name -> position (the first column of that name), built on first use."""
+        index = self._index
+        if index is None:
+            index = {}
+            for i, name in enumerate(self._names):
+                index.setdefault(name, i)
+            self._index = index
+        return index
+
     def _record(self, row: Sequence[Any]) -> Record:
-        return Record(row, self._names, self._index, self._tz)
+        return Record(row, self._names, self._col_index(), self._tz)
 
     def __iter__(self) -> Iterator[Record]:
-        names, index, tz = self._names, self._index, self._tz
+        names, index, tz = self._names, self._col_index(), self._tz
         return (Record(r, names, index, tz) for r in self._rows)
 
     def records(self) -> Iterator[Record]:
@@ -585,7 +623,7 @@ class ResultSet:
                 raise IndexError(f"column index {name} out of range ({len(self._names)} columns)")
             return name
         try:
-            return self._index[name]  # type: ignore[index]
+            return self._col_index()[name]  # type: ignore[index]
         except KeyError:
             raise KeyError(f"no column {name!r} (columns: {', '.join(self._names)})") from None
 
@@ -653,7 +691,7 @@ class ResultSet:
         ``max_rows`` limits the rows shown."""
         spent = f"(time spent {self._latency_us}/{self._elapsed_us} us)"
         if not self._names:
-            return f"Execution succeeded {spent}" if self.is_succeeded else f"Error: {self._error_msg}"
+            return f"Execution succeeded {spent}" if self.is_succeeded else f"Error: {self.error_msg}"
         shown = self._rows if max_rows is None else self._rows[:max_rows]
         body = [[format_value(v) for v in r] for r in shown]
         text = _render_table(list(self._names), body, max_width)

@@ -422,15 +422,25 @@ def test_gc_paused_is_reentrant_and_restores_state() -> None:
     assert gc.isenabled()
 
 
+def test_gc_is_resumed_when_a_large_reply_fails_to_decode() -> None:
+    rows = [T.Row(values=[V(sVal=b"x" * 100)]) for _ in range(fast.GC_PAUSE_THRESHOLD // 100 + 1)]
+    large = reply_bytes(
+        T.ExecutionResponse(error_code=0, latency_in_us=1, data=T.DataSet(column_names=[b"c"], rows=rows))
+    )
+    with pytest.raises(ProtocolError):
+        fast.decode_execute_reply(large[: len(large) // 2], 0)  # truncated
+    assert gc.isenabled()
+
+
 def test_large_replies_are_decoded_with_gc_paused(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[bool] = []
-    real = fast._decode_reply
+    real = wire.decode_struct
 
-    def spy(buf: bytes, pos: int, limits: wire.Limits) -> fast.ExecuteReply:
+    def spy(buf: bytes, pos: int, spec: Any, limits: wire.Limits) -> Any:
         seen.append(gc.isenabled())
-        return real(buf, pos, limits)
+        return real(buf, pos, spec, limits)
 
-    monkeypatch.setattr(fast, "_decode_reply", spy)
+    monkeypatch.setattr(wire, "decode_struct", spy)
     small = reply_bytes(T.ExecutionResponse(error_code=0, latency_in_us=1))
     rows = [T.Row(values=[V(sVal=b"x" * 100)]) for _ in range(fast.GC_PAUSE_THRESHOLD // 100 + 1)]
     large = reply_bytes(

@@ -125,6 +125,24 @@ _gc_was_enabled = False
 GC_PAUSE_THRESHOLD = 256 * 1024
 
 
+def _pause_gc() -> None:
+    global _gc_users, _gc_was_enabled
+    with _gc_lock:
+        if _gc_users == 0:
+            _gc_was_enabled = gc.isenabled()
+            if _gc_was_enabled:
+                gc.disable()
+        _gc_users += 1
+
+
+def _resume_gc() -> None:
+    global _gc_users
+    with _gc_lock:
+        _gc_users -= 1
+        if _gc_users == 0 and _gc_was_enabled:
+            gc.enable()
+
+
 @contextmanager
 def gc_paused() -> Iterator[None]:
     """Pause Python's cyclic garbage collector while the block runs (re-entrant, thread-safe).
@@ -134,20 +152,11 @@ def gc_paused() -> Iterator[None]:
     memory meanwhile; only cycles wait. (A ``gc.disable()`` made by another thread while a pause is
     in progress is undone when the pause ends.)
     """
-    global _gc_users, _gc_was_enabled
-    with _gc_lock:
-        if _gc_users == 0:
-            _gc_was_enabled = gc.isenabled()
-            if _gc_was_enabled:
-                gc.disable()
-        _gc_users += 1
+    _pause_gc()
     try:
         yield
     finally:
-        with _gc_lock:
-            _gc_users -= 1
-            if _gc_users == 0 and _gc_was_enabled:
-                gc.enable()
+        _resume_gc()
 
 
 # ---- the decoded response --------------------------------------------------------------------
@@ -521,7 +530,11 @@ class _DataSetFast(_Frozen):
 
     def __new__(cls, column_names: list[str] | None = None, rows: list[list[Any]] | None = None) -> Any:
         data = _onew(DecodedDataSet)  # no __init__ call: this runs on every reply
-        data.column_names = _names(column_names) if column_names else []
+        if not column_names:
+            column_names = []
+        elif not all(map(str.isascii, column_names)):  # _names() inlined
+            _names(column_names)
+        data.column_names = column_names
         data.rows = rows or []
         return data
 
@@ -706,19 +719,19 @@ def decode_execute_reply(buf: bytes, pos: int, limits: wire.Limits = wire.DEFAUL
     replies are decoded with the cyclic GC paused (:func:`gc_paused`). Raises
     :class:`~nebula_sync.errors.ProtocolError` on anything malformed. Thread-safe.
     """
-    if len(buf) - pos >= GC_PAUSE_THRESHOLD:
-        with gc_paused():
-            return _decode_reply(buf, pos, limits)
-    return _decode_reply(buf, pos, limits)
-
-
-def _decode_reply(buf: bytes, pos: int, limits: wire.Limits) -> ExecuteReply:
+    # one function, no context manager: this runs on every statement
+    big = len(buf) - pos >= GC_PAUSE_THRESHOLD
+    if big:
+        _pause_gc()
     try:
         reply = wire.decode_struct(buf, pos, EXECUTE_RESULT_FAST, limits)
     except ProtocolError as exc:
         if not isinstance(exc.__cause__, UnicodeDecodeError):
             raise
         reply = wire.decode_struct(buf, pos, EXECUTE_RESULT, limits)
+    finally:
+        if big:
+            _resume_gc()
     if not isinstance(reply, ExecuteReply):  # pragma: no cover - the spec always builds one
         raise ProtocolError("decoder returned an unexpected object")
     return reply
