@@ -46,6 +46,7 @@ from nebula_sync.errors import (
     OutcomeUnknown,
     error_code_name,
     lookup,
+    redact_statement,
 )
 
 if TYPE_CHECKING:
@@ -59,14 +60,6 @@ log = logging.getLogger("nebula_sync.client")
 _SESSION_INVALID = (-1002, -1003)
 _DEFAULT: Any = object()  # "not given" for per-call timeouts (None means "no limit")
 Params = Optional[Mapping[str, Any]]
-
-
-def _min_deadline(a: float | None, b: float | None) -> float | None:
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return min(a, b)
 
 
 def _result_set() -> type[ResultSet]:
@@ -585,7 +578,7 @@ class NebulaClient:
         if as_json:
             return resp
         elapsed_us = int((time.monotonic() - start) * 1_000_000)
-        return _result_set().from_response(
+        return (_RESULT_SET or _result_set()).from_response(
             resp,
             statement=prepared.text,
             host=host.name,
@@ -703,9 +696,10 @@ class NebulaClient:
         as_json: bool,
     ) -> tuple[Any, int]:
         deadline = None if req_timeout is None else time.monotonic() + req_timeout
-        deadline = _min_deadline(deadline, overall) if req_timeout is not None else deadline
+        if deadline is not None and overall is not None and overall < deadline:
+            deadline = overall
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("[%s] session %d: %.200s", conn.host, session.id, prepared.text)
+            log.debug("[%s] session %d: %.200s", conn.host, session.id, redact_statement(prepared.text))
         if as_json:
             raw = conn.execute_json(session.id, prepared.stmt, prepared.params, deadline)
             try:

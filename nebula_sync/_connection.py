@@ -411,7 +411,7 @@ class Connection:
                 host=self.host,
             )
         try:
-            timeout = _remaining(deadline)
+            timeout = None if deadline is None else deadline - time.monotonic()  # _remaining()
             if timeout is not None and timeout <= 0:
                 raise socket.timeout("deadline passed")
             self._settimeout(sock, timeout)

@@ -21,6 +21,7 @@ from nebula_sync._thrift import ttypes
 from nebula_sync._thrift.fast import DecodedResponse as _DecodedResponse
 from nebula_sync._thrift.fast import gc_paused
 from nebula_sync._values import _TO_PRIMITIVE, ValueWrapper, format_value, to_primitive
+from nebula_sync.errors import redact_statement
 
 __all__ = [
     "PlanDescription",
@@ -533,8 +534,9 @@ class ResultSet:
 
     @property
     def statement(self) -> str | None:
-        """The statement that produced this result, as sent."""
-        return self._statement
+        """The statement that produced this result, as sent (password literals replaced by
+        ``'***'``: see :func:`~nebula_sync.errors.redact_statement`)."""
+        return None if self._statement is None else redact_statement(self._statement)
 
     @property
     def host(self) -> str | None:

@@ -31,11 +31,13 @@ Server errors are looked up by code with :func:`lookup`.
 
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar
 
 from nebula_sync._thrift.codes import ERROR_CODE_NAMES
 
 __all__ = [
+    "redact_statement",
     "AuthenticationError",
     "ClientClosed",
     "ConnectionFailed",
@@ -108,11 +110,29 @@ class NebulaError(Exception):
 _BY_CODE: dict[int, type[ServerError]] = {}
 
 
+_PASSWORD = re.compile(r"password", re.IGNORECASE)
+# an nGQL string literal: single or double quotes, backslash escapes
+_STRING_LITERAL = re.compile(r"'(?:[^'\\]|\\.)*'" + r'|"(?:[^"\\]|\\.)*"', re.DOTALL)
+
+
+def redact_statement(statement: str) -> str:
+    """``statement`` fit for logs and error messages: if it mentions ``PASSWORD`` (``CREATE USER``,
+    ``ALTER USER``, ``CHANGE PASSWORD``), every string literal in it becomes ``'***'``.
+
+    Used for :attr:`ServerError.statement`, :attr:`ResultSet.statement` and the DEBUG log of
+    statements. Statements without the word are returned unchanged. Thread-safe.
+    """
+    if not _PASSWORD.search(statement):
+        return statement
+    return _STRING_LITERAL.sub("'***'", statement)
+
+
 class ServerError(NebulaError):
     """graphd answered with an error code.
 
     :param code: the graphd ``ErrorCode`` (negative int).
-    :param statement: the statement that failed, when there was one.
+    :param statement: the statement that failed, when there was one (password literals are
+        replaced by ``'***'``: see :func:`redact_statement`).
     """
 
     codes: ClassVar[tuple[int, ...]] = ()
@@ -134,7 +154,7 @@ class ServerError(NebulaError):
     ) -> None:
         super().__init__(message, host=host)
         self.code = code
-        self.statement = statement
+        self.statement = None if statement is None else redact_statement(statement)
         self.space = space
 
     @property

@@ -348,3 +348,47 @@ def test_no_leak_over_tls(tls_files: dict[str, Any], watch: Watch, tmp_path: Pat
     assert watch.errors == 5
     assert any("is down" in t for t in watch.logs), "the WARNING records were not captured"
     watch.assert_clean()
+
+
+# ---- passwords inside statements --------------------------------------------------------------
+
+USER_PASSWORD = "Us3r-Pa55w0rd-2c9a"
+
+
+@pytest.mark.parametrize(
+    ("statement", "expected"),
+    [
+        (f"CREATE USER bob WITH PASSWORD '{USER_PASSWORD}'", "CREATE USER bob WITH PASSWORD '***'"),
+        (f'create user if not exists bob with password "{USER_PASSWORD}"',
+         "create user if not exists bob with password '***'"),
+        (f"ALTER USER bob WITH PASSWORD 'a\\'b{USER_PASSWORD}'", "ALTER USER bob WITH PASSWORD '***'"),
+        (f'CHANGE PASSWORD bob FROM "old\\"{USER_PASSWORD}" TO "{USER_PASSWORD}"',
+         "CHANGE PASSWORD bob FROM '***' TO '***'"),
+        ("MATCH (v:player) RETURN v.name, 'x'", "MATCH (v:player) RETURN v.name, 'x'"),
+    ],
+)  # fmt: skip
+def test_redact_statement(statement: str, expected: str) -> None:
+    from nebula_sync.errors import redact_statement
+
+    assert redact_statement(statement) == expected
+    assert redact_statement(expected) == expected  # idempotent
+
+
+def test_password_literals_in_statements_are_redacted(graphd: FakeGraphd, watch: Watch) -> None:
+    create = f"CREATE USER bob WITH PASSWORD '{USER_PASSWORD}'"
+    change = f'CHANGE PASSWORD bob FROM "{USER_PASSWORD}" TO "{USER_PASSWORD}x"'
+    # exact-match rules: they fire only if graphd receives the statements with the real password
+    created = graphd.script(create, columns=[], rows=[])
+    changed = graphd.script(change, error=-1008, message="no permission")  # PermissionDenied
+    with make_client(graphd) as client:
+        rs = client.execute(create)
+        assert rs.statement == "CREATE USER bob WITH PASSWORD '***'"
+        watch.look(rs, rs.statement)
+        err = watch.expect_error(NebulaError, lambda: client.execute(change))
+        assert getattr(err, "statement", None) == "CHANGE PASSWORD bob FROM '***' TO '***'"
+        assert "'***'" in str(err)
+    assert created.hits == 1 and changed.hits == 1
+    assert any("session" in t and "'***'" in t for t in watch.logs), "the DEBUG statement log was not seen"
+    everything = watch.logs + watch.texts
+    assert not [t for t in everything if USER_PASSWORD in t]
+    watch.assert_clean()
