@@ -751,8 +751,9 @@ def _node_primitive(value: Node) -> dict[str, Any]:
     vid = value.vid
     props = {}
     for tag, p in tags.items():
-        # a plain copy when every property is already primitive (the common case)
-        props[tag] = dict(p) if _all_primitive(map(type, p.values())) else _props_primitive(p)
+        # a plain copy when every property is already primitive (the common case); the tag maps
+        # of a Node are always plain dicts, and dict.copy() is the cheapest copy
+        props[tag] = p.copy() if _all_primitive(map(type, p.values())) else _props_primitive(p)
     return {
         "vid": vid if type(vid) in _PRIMITIVE else to_primitive(vid),
         "tags": list(tags),

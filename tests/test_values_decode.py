@@ -220,6 +220,18 @@ def test_vertex() -> None:
     assert got == Node("v1", {"player": {"name": "Tim", "age": 42}, "team": {}})
     assert got.tags == ("player", "team")
     assert decode(V(vVal=T.Vertex(vid=V(iVal=5), tags=[]))) == Node(5)
+    # a tag name repeated: the last one wins (as dict() over (name, props) pairs would)
+    twice = T.Vertex(vid=s("v2"), tags=[T.Tag(name=b"t", props={b"a": V(iVal=1)}), T.Tag(name=b"u", props={}),
+                                        T.Tag(name=b"t", props={b"b": V(iVal=2)})])  # fmt: skip
+    got = decode(V(vVal=twice))
+    assert got.tags == ("t", "u") and got.properties("t") == {"b": 2}
+    # vertices in one reply never share their tag maps
+    rows = [T.Row(values=[V(vVal=vertex(s(f"v{i}"), player={b"n": V(iVal=i)}))]) for i in range(3)]
+    reply = fast.decode_execute_reply(reply_bytes(T.ExecutionResponse(
+        error_code=0, latency_in_us=1, data=T.DataSet(column_names=[b"v"], rows=rows))), 0)  # fmt: skip
+    nodes = [r[0] for r in reply.success.data.rows]
+    assert [n.properties("player") for n in nodes] == [{"n": 0}, {"n": 1}, {"n": 2}]
+    assert len({id(n._tags) for n in nodes}) == 3
 
 
 def test_edge_positive_and_negative_types() -> None:

@@ -402,6 +402,11 @@ def _rel(src: Any, dst: Any, etype: int, name: str, ranking: int, props: dict[st
     return rel
 
 
+# A tag decodes to a one-item dict {name: props}: a vertex with one tag (the usual case) then
+# takes that dict as its tag map as is, instead of building one with dict() (measured: ~0.4 us
+# less per vertex).
+
+
 class _TagFast(_Frozen):
     __slots__ = ()
 
@@ -410,26 +415,38 @@ class _TagFast(_Frozen):
         if not name.isascii() and "\ufffd" in name:
             raise _Redecode
         if not props:
-            return (name, {})
+            return {name: {}}
         if not all(map(str.isascii, props)) and any("\ufffd" in k for k in props):
             raise _Redecode
-        return (name, props)
+        return {name: props}
 
 
 class _TagSafe(_Frozen):
     __slots__ = ()
 
     def __new__(cls, name: bytes = b"", props: dict[bytes, Any] | None = None) -> Any:
-        return (_s(name), {_s(k): v for k, v in props.items()} if props else {})
+        return {_s(name): {_s(k): v for k, v in props.items()} if props else {}}
+
+
+_set_vid = Node.__dict__["vid"].__set__  # the slot descriptors: cheaper than object.__setattr__
+_set_tags = Node.__dict__["_tags"].__set__
 
 
 class _Vertex(_Frozen):
     __slots__ = ()
 
-    def __new__(cls, vid: Any = EMPTY, tags: list[Any] | None = None) -> Any:
+    def __new__(cls, vid: Any = EMPTY, tags: list[dict[str, Any]] | None = None) -> Any:
         node = _new_node(Node)  # _node() inlined: this runs once per vertex
-        _osa(node, "vid", vid)
-        _osa(node, "_tags", dict(tags) if tags else {})
+        _set_vid(node, vid)
+        if not tags:
+            _set_tags(node, {})
+        elif len(tags) == 1:
+            _set_tags(node, tags[0])  # made by _TagFast / _TagSafe for this vertex alone
+        else:
+            merged: dict[str, Any] = {}
+            for tag in tags:
+                merged.update(tag)  # a repeated tag name: the last one wins, as with dict()
+            _set_tags(node, merged)
         return node
 
 
