@@ -168,20 +168,24 @@ class Timing:
         return min(self.cpu)
 
 
-def run_interleaved(steps: dict[str, Callable[[], Any]], rounds: int) -> dict[str, Timing]:
+def run_interleaved(
+    steps: dict[str, Callable[[], Any]], rounds: int, *, collect: bool = False
+) -> dict[str, Timing]:
     """Run every step once per round, round after round, so all steps see the same conditions.
     One untimed warm-up round first.
 
-    An untimed ``gc.collect()`` precedes every timed step, so that no step is billed for a
-    collection the previous one's garbage set off; each step still pays, inside its timing, for
-    the collections its own allocations cause (the cyclic GC stays enabled).
+    With ``collect``, an untimed ``gc.collect()`` precedes every timed step (used for the big
+    payload steps), so that no step is billed for a collection the previous one's garbage set off;
+    each step still pays, inside its timing, for the collections its own allocations cause (the
+    cyclic GC stays enabled). Not for microsecond steps: the collection leaves caches cold.
     """
     for fn in steps.values():
         fn()
     out = {label: Timing() for label in steps}
     for _ in range(rounds):
         for label, fn in steps.items():
-            gc.collect()
+            if collect:
+                gc.collect()
             cpu, wall = time.process_time(), time.perf_counter()
             fn()
             out[label].cpu.append(time.process_time() - cpu)
@@ -290,7 +294,7 @@ def bench_payload(
         "floor: C decoder into empty `__slots__` classes, GC paused": floor_decode,
         "floor: C decoder parsing only (every field skipped)": lambda: wire.decode_struct(binary, 0, skip),
     }
-    timings = run_interleaved(steps, repeat)
+    timings = run_interleaved(steps, repeat, collect=True)
     print_timings(name, timings)
     b = {label: t.best for label, t in timings.items()}
     n3_bin = b["nebula3: decode, binary protocol"]

@@ -317,6 +317,63 @@ def test_reply_with_invalid_utf8_in_names_falls_back_to_safe_decoding() -> None:
     assert got.data.rows[0][2].properties("t") == {"ok\\xff\\xfe": 2}
 
 
+@pytest.mark.parametrize(
+    "where", ["cell", "vid", "prop", "list", "set", "map value", "edge src", "nested row"]
+)
+def test_invalid_utf8_in_value_strings_of_a_reply_falls_back_to_safe_decoding(where: str) -> None:
+    bad = V(sVal=BAD)
+    cell = {
+        "cell": bad,
+        "vid": V(vVal=vertex(bad)),
+        "prop": V(vVal=vertex(s("v"), t={b"p": bad})),
+        "list": V(lVal=T.NList(values=[s("x"), bad])),
+        "set": V(uVal=T.NSet(values={bad})),
+        "map value": V(mVal=T.NMap(kvs={b"k": bad})),
+        "edge src": V(eVal=T.Edge(src=bad, dst=s("b"), type=1, name=b"e", ranking=0, props={})),
+        "nested row": V(gVal=T.DataSet(column_names=[b"c"], rows=[T.Row(values=[bad])])),
+    }[where]
+    data = T.DataSet(column_names=[b"c"], rows=[T.Row(values=[cell])])
+    raw = reply_bytes(T.ExecutionResponse(error_code=0, latency_in_us=1, data=data))
+    # the fast tree (strings decoded by C, lossy) notices the U+FFFD it produced ...
+    with pytest.raises(ProtocolError) as info:
+        wire.decode_struct(raw, 0, fast.EXECUTE_RESULT_FAST)
+    assert isinstance(info.value.__cause__, UnicodeDecodeError)
+    # ... and the reply decoder gives the same value as the safe tree: the bytes stay visible
+    got = fast.decode_execute_reply(raw, 0).success.data.rows[0][0]
+    assert got == decode(cell)
+    assert "xff" in repr(got) and "\ufffd" not in repr(got)
+
+
+def test_genuine_replacement_character_in_a_value_survives_the_second_pass() -> None:
+    text = "caf\ufffd \u65e5\u672c"
+    row = T.Row(values=[V(sVal=text.encode()), V(sVal="\u65e5".encode())])
+    data = T.DataSet(column_names=[b"c", b"d"], rows=[row])
+    raw = reply_bytes(T.ExecutionResponse(error_code=0, latency_in_us=1, data=data))
+    assert fast.decode_execute_reply(raw, 0).success.data.rows == [[text, "\u65e5"]]
+
+
+def _one_column_reply(*cells: T.Value) -> bytes:
+    data = T.DataSet(column_names=[b"c"], rows=[T.Row(values=[c]) for c in cells])
+    return reply_bytes(T.ExecutionResponse(error_code=0, latency_in_us=1, data=data))
+
+
+def test_remembered_property_names_are_bounded_and_never_hold_a_replacement(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(fast, "_CLEAN_NAMES", set())
+    monkeypatch.setattr(fast, "_known_clean", fast._CLEAN_NAMES.issuperset)
+    monkeypatch.setattr(fast, "_CLEAN_NAMES_MAX", 10)
+    cells = [V(vVal=vertex(s(f"v{i}"), t={f"p{i}".encode(): V(iVal=i)})) for i in range(30)]
+    got = fast.decode_execute_reply(_one_column_reply(*cells), 0).success.data.rows
+    assert [r[0].properties("t") for r in got] == [{f"p{i}": i} for i in range(30)]
+    assert 0 < len(fast._CLEAN_NAMES) <= 10  # stops growing at the bound
+    # a remembered name does not excuse a bad one next to it
+    bad = V(vVal=vertex(s("v"), t={b"p0": V(iVal=0), BAD: V(iVal=1)}))
+    node = fast.decode_execute_reply(_one_column_reply(bad), 0).success.data.rows[0][0]
+    assert node.properties("t") == {"p0": 0, "ok\\xff\\xfe": 1}
+    assert not any("\ufffd" in n for n in fast._CLEAN_NAMES)
+
+
 def test_genuine_replacement_character_in_names_survives_the_second_pass() -> None:
     name = "a\ufffdb".encode()
     data = T.DataSet(column_names=[name], rows=[T.Row(values=[V(mVal=T.NMap(kvs={name: V(sVal=name)}))])])
