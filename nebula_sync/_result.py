@@ -20,7 +20,14 @@ from typing import IO, Any, overload
 from nebula_sync._thrift import ttypes
 from nebula_sync._thrift.fast import DecodedResponse as _DecodedResponse
 from nebula_sync._thrift.fast import gc_paused
-from nebula_sync._values import _TO_PRIMITIVE, ValueWrapper, format_value, to_primitive
+from nebula_sync._values import (
+    _TO_PRIMITIVE,
+    Node,
+    ValueWrapper,
+    _nodes_primitive_plain,
+    format_value,
+    to_primitive,
+)
 from nebula_sync.errors import redact_statement
 
 __all__ = [
@@ -48,13 +55,19 @@ def _text(raw: bytes | str | None) -> str:
 # ---- per-column primitive conversion ---------------------------------------------------------
 
 
-def _primitive_column(column: Sequence[Any]) -> Sequence[Any]:
-    """``column`` with every value made primitive; returned as is when it already is."""
+def _primitive_column(column: Sequence[Any], plain: bool = False) -> Sequence[Any]:
+    """``column`` with every value made primitive; returned as is when it already is.
+
+    ``plain``: the values come from a reply decoded as plain (graph elements hold primitives only).
+    """
     kinds = set(map(type, column))
     if kinds <= _PRIMITIVE_TYPES:
         return column
     if len(kinds) == 1:
-        conv = _TO_PRIMITIVE.get(next(iter(kinds)))
+        kind = next(iter(kinds))
+        if plain and kind is Node:
+            return _nodes_primitive_plain(column)
+        conv = _TO_PRIMITIVE.get(kind)
         if conv is not None:
             return list(map(conv, column))
     return list(map(to_primitive, column))
@@ -385,7 +398,7 @@ class ResultSet:
 
     __slots__ = (
         "_comment", "_elapsed_us", "_error_code", "_error_msg", "_host", "_index", "_latency_us",
-        "_names", "_plan", "_plan_raw", "_rows", "_space", "_statement", "_tz",
+        "_names", "_plain", "_plan", "_plan_raw", "_rows", "_space", "_statement", "_tz",
     )  # fmt: skip
 
     def __init__(
@@ -407,6 +420,7 @@ class ResultSet:
         self._names = list(column_names)
         self._rows = rows
         self._index: dict[str, int] | None = None  # built on first use: see _col_index()
+        self._plain = False  # rows from a reply decoded as plain (see fast.decode_execute_reply)
         self._latency_us = latency_us
         self._elapsed_us = elapsed_us
         # str here; raw bytes (or None) when made by from_response(): read through _text()
@@ -447,6 +461,7 @@ class ResultSet:
                 rs._names = []
                 rs._rows = ()
             rs._index = None
+            rs._plain = resp.plain
             rs._latency_us = resp.latency_in_us
             rs._elapsed_us = elapsed_us
             # raw bytes (or None) until read: the properties pass them through _text()
@@ -642,7 +657,8 @@ class ResultSet:
     def _primitive_columns(self) -> list[Sequence[Any]]:
         if not self._rows:
             return [[] for _ in self._names]
-        return [_primitive_column(c) for c in zip(*self._rows)]
+        plain = self._plain
+        return [_primitive_column(c, plain) for c in zip(*self._rows)]
 
     def _big(self) -> bool:
         return len(self._rows) * len(self._names) >= _GC_PAUSE_CELLS

@@ -761,6 +761,16 @@ def _node_primitive(value: Node) -> dict[str, Any]:
     }
 
 
+def _nodes_primitive_plain(nodes: Iterable[Node]) -> list[dict[str, Any]]:
+    """:func:`_node_primitive` over vertices known to hold only primitive values (from a reply
+    decoded as *plain*, see ``fast.decode_execute_reply``): no type check per property."""
+    return [
+        {"vid": n.vid, "tags": list(tags), "properties": {t: p.copy() for t, p in tags.items()}}
+        for n in nodes
+        for tags in (n._tags,)
+    ]
+
+
 def _relationship_primitive(value: Relationship) -> dict[str, Any]:
     return {
         "src": to_primitive(value.src),

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from nebula_sync._result import ResultSet
 from nebula_sync._thrift import fast, service, ttypes, wire
 from nebula_sync._thrift import ttypes as T
 from nebula_sync._values import (
@@ -27,6 +28,7 @@ from nebula_sync._values import (
     Relationship,
     SetList,
     format_value,
+    to_primitive,
 )
 from nebula_sync.errors import ProtocolError
 
@@ -520,3 +522,72 @@ def test_large_replies_are_decoded_with_gc_paused(monkeypatch: pytest.MonkeyPatc
     assert seen == [True, False]
     assert gc.isenabled()
     assert len(got.success.data.rows) == len(rows)
+
+
+# ---- plain replies -----------------------------------------------------------------------------
+
+
+def _decoded_rows(*cells: T.Value) -> fast.DecodedResponse:
+    reply = fast.decode_execute_reply(_one_column_reply(*cells), 0).success
+    assert reply is not None
+    return reply
+
+
+def test_a_reply_of_primitives_and_graph_elements_is_plain() -> None:
+    props = {b"name": s("Tim"), b"age": V(iVal=42), b"score": V(fVal=0.5), b"ok": V(bVal=True)}
+    props[b"gone"] = V(nVal=0)
+    edge = T.Edge(src=V(iVal=1), dst=V(iVal=2), type=1, name=b"e", ranking=0, props={b"w": V(iVal=3)})
+    step = T.Step(dst=vertex(s("b")), type=1, name=b"e", ranking=0, props={})
+    path = T.Path(src=vertex(s("a")), steps=[step])
+    node = V(vVal=vertex(s("v"), t=props))
+    reply = _decoded_rows(s("x"), V(iVal=1), V(nVal=0), node, V(eVal=edge), V(pVal=path))
+    assert reply.plain
+    nodes = [r[0] for r in reply.data.rows[3:4]]
+    assert nodes[0].properties("t") == {"name": "Tim", "age": 42, "score": 0.5, "ok": True, "gone": None}
+
+
+@pytest.mark.parametrize(
+    "complex_prop",
+    [V(dVal=T.Date(year=2020, month=1, day=2)), V(), V(nVal=1), V(lVal=T.NList(values=[V(iVal=1)])),
+     V(mVal=T.NMap(kvs={b"k": V(iVal=1)})), V(uVal=T.NSet(values={V(iVal=1)})),
+     V(duVal=T.Duration(seconds=1, microseconds=0, months=0)),
+     V(ggVal=T.Geography(ptVal=T.Point(coord=T.Coordinate(x=1.0, y=2.0))))],
+    ids=["date", "EMPTY", "NaN", "list", "map", "set", "duration", "geography"],
+)  # fmt: skip
+def test_any_other_value_makes_a_reply_not_plain_and_is_still_converted(complex_prop: T.Value) -> None:
+    cells = [V(vVal=vertex(s(f"v{i}"), t={b"p": complex_prop if i == 2 else V(iVal=i)})) for i in range(4)]
+    reply = _decoded_rows(*cells)
+    assert not reply.plain
+    rs = ResultSet.from_response(reply, statement=None, host=None, elapsed_us=0)
+    got = [row["c"]["properties"]["t"]["p"] for row in rs.as_primitive_by_row()]
+    assert got[:2] + got[3:] == [0, 1, 3]
+    assert got[2] == to_primitive(decode(complex_prop))
+    # the same vertex as a vid is seen too
+    assert not _decoded_rows(V(vVal=T.Vertex(vid=complex_prop, tags=[]))).plain
+
+
+def test_plain_conversion_equals_the_checked_one() -> None:
+    cells = [V(vVal=vertex(s(f"v{i}"), t={b"a": V(iVal=i), b"b": s("x")}, u={})) for i in range(50)]
+    reply = _decoded_rows(*cells)
+    assert reply.plain
+    plain = ResultSet.from_response(reply, statement=None, host=None, elapsed_us=0)
+    checked = ResultSet(["c"], reply.data.rows)  # built by hand: never assumed plain
+    assert plain.as_primitive_by_row() == checked.as_primitive_by_row()
+    assert plain.as_primitive_by_column() == checked.as_primitive_by_column()
+    first = plain.as_primitive_by_row()[0]["c"]
+    first["properties"]["t"]["a"] = "changed"  # a copy: the decoded vertex is untouched
+    assert plain[0][0].as_node().properties("t")["a"] == 0
+
+
+def test_a_complex_value_counted_elsewhere_meanwhile_makes_a_reply_not_plain(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real = wire.decode_struct
+
+    def with_concurrent_decode(buf: bytes, pos: int, spec: Any, limits: wire.Limits) -> Any:
+        out = real(buf, pos, spec, limits)
+        fast._note_complex()  # as another thread's decode of a date would
+        return out
+
+    monkeypatch.setattr(wire, "decode_struct", with_concurrent_decode)
+    assert not _decoded_rows(V(vVal=vertex(s("v"), t={b"a": V(iVal=1)}))).plain

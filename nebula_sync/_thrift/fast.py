@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import gc
+import itertools
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -73,6 +74,8 @@ _new_rel = Relationship.__new__
 _osa = object.__setattr__
 _onew = object.__new__
 _NULLS: dict[int, Any] = {0: None}
+#: the types a plain reply's ``v`` values may have (strings come as ``s``, None as ``n=0``)
+_PLAIN_V = frozenset((bool, int, float, Node, Relationship, Path))
 
 
 def _null(code: int) -> Any:
@@ -84,6 +87,20 @@ def _null(code: int) -> Any:
 
 for _code in range(1, 8):
     _NULLS[_code] = NullValue(_code)
+
+
+# ---- "plain" replies -------------------------------------------------------------------------
+#
+# A reply whose values are all None, bool, int, float, str or graph elements (vertices, edges,
+# paths) made of such values converts to primitives without a type check per property. The
+# fast tree's Value class calls _note_complex() for every other value (dates, lists, maps, null
+# kinds, EMPTY, ...); decode_execute_reply() takes the counter before and after decoding, and a
+# reply is plain when nothing else was counted in between. The counter is process-wide
+# (itertools.count: next() is atomic under the GIL), so a concurrent decode elsewhere can only
+# make a reply look not plain: the conversion is then checked, never wrong.
+
+_complex_values = itertools.count()
+_note_complex = _complex_values.__next__
 
 
 def _s(raw: bytes) -> str:
@@ -195,7 +212,7 @@ class DecodedResponse:
     shared between threads."""
 
     __slots__ = (
-        "comment", "data", "error_code", "error_msg", "latency_in_us", "plan_desc", "space_name",
+        "comment", "data", "error_code", "error_msg", "latency_in_us", "plain", "plan_desc", "space_name",
     )  # fmt: skip
 
     def __init__(
@@ -215,6 +232,8 @@ class DecodedResponse:
         self.error_msg = error_msg
         self.plan_desc = plan_desc
         self.comment = comment
+        #: every value is None, bool, int, float, str or a graph element made of those
+        self.plain = False
 
     def __repr__(self) -> str:
         return (
@@ -269,7 +288,11 @@ class _ValueFast(_Frozen):
                 raise _Redecode
             return s
         if n is None:
+            if type(v) not in _PLAIN_V:
+                _note_complex()
             return v
+        if n:
+            _note_complex()  # a null kind other than __NULL__
         return _null(n)
 
 
@@ -635,6 +658,7 @@ class _ExecutionResponse(_Frozen):
         resp.error_msg = error_msg
         resp.plan_desc = plan_desc
         resp.comment = comment
+        resp.plain = False  # set by decode_execute_reply()
         return resp
 
 
@@ -777,17 +801,22 @@ def decode_execute_reply(buf: bytes, pos: int, limits: wire.Limits = wire.DEFAUL
     big = len(buf) - pos >= GC_PAUSE_THRESHOLD
     if big:
         _pause_gc()
+    mark = _note_complex()
     try:
         reply = wire.decode_struct(buf, pos, EXECUTE_RESULT_FAST, limits)
+        plain = _note_complex() == mark + 1
     except ProtocolError as exc:
         if not isinstance(exc.__cause__, UnicodeDecodeError):
             raise
         reply = wire.decode_struct(buf, pos, EXECUTE_RESULT, limits)
+        plain = False  # the safe tree does not count
     finally:
         if big:
             _resume_gc()
     if not isinstance(reply, ExecuteReply):  # pragma: no cover - the spec always builds one
         raise ProtocolError("decoder returned an unexpected object")
+    if reply.success is not None:
+        reply.success.plain = plain
     return reply
 
 
