@@ -591,3 +591,22 @@ def test_a_complex_value_counted_elsewhere_meanwhile_makes_a_reply_not_plain(
 
     monkeypatch.setattr(wire, "decode_struct", with_concurrent_decode)
     assert not _decoded_rows(V(vVal=vertex(s("v"), t={b"a": V(iVal=1)}))).plain
+
+
+@pytest.mark.parametrize("where", ["prop", "vid", "edge src", "edge prop"])
+def test_a_graph_element_nested_in_a_graph_element_makes_a_reply_not_plain(where: str) -> None:
+    # graphd never nests them so, but a reply that does must still convert to primitives
+    inner = V(vVal=vertex(s("in"), t={b"a": V(iVal=1)}))
+    cell = {
+        "prop": V(vVal=vertex(s("v"), t={b"p": inner})),
+        "vid": V(vVal=T.Vertex(vid=inner, tags=[])),
+        "edge src": V(eVal=T.Edge(src=inner, dst=s("b"), type=1, name=b"e", ranking=0, props={})),
+        "edge prop": V(eVal=T.Edge(src=s("a"), dst=s("b"), type=1, name=b"e", ranking=0,
+                                   props={b"p": inner})),  # fmt: skip
+    }[where]
+    reply = _decoded_rows(cell, cell)
+    assert not reply.plain
+    rs = ResultSet.from_response(reply, statement=None, host=None, elapsed_us=0)
+    converted = rs.as_primitive_by_row()[0]["c"]
+    assert converted == to_primitive(decode(cell))
+    assert "Node" not in repr(converted)  # nothing but primitives

@@ -276,24 +276,32 @@ class _Value(_Frozen):
         return _null(n)
 
 
-class _ValueFast(_Frozen):
-    """A ``Value`` in the fast tree: strings arrive decoded by C (invalid UTF-8 would show as
-    U+FFFD, so a string holding one sends the reply to the safe tree)."""
+def _fast_value_class(name: str, plain: frozenset[type]) -> type:
+    """A ``Value`` class for the fast tree: strings arrive decoded by C (invalid UTF-8 would show as
+    U+FFFD, so a string holding one sends the reply to the safe tree), and every value whose type
+    is not in ``plain`` (nor a string or ``__NULL__``) is counted (see "plain" replies above)."""
 
-    __slots__ = ()
-
-    def __new__(cls, v: Any = EMPTY, s: str | None = None, n: int | None = None) -> Any:
+    def __new__(cls: type, v: Any = EMPTY, s: str | None = None, n: int | None = None) -> Any:
         if s is not None:
             if not s.isascii() and "\ufffd" in s:
                 raise _Redecode
             return s
         if n is None:
-            if type(v) not in _PLAIN_V:
+            if type(v) not in plain:
                 _note_complex()
             return v
         if n:
             _note_complex()  # a null kind other than __NULL__
         return _null(n)
+
+    return type(name, (_Frozen,), {"__slots__": (), "__new__": __new__, "__doc__": _fast_value_class.__doc__})
+
+
+#: a row cell, or an item of a list, map, set or nested data set: graph elements are plain here
+_ValueFast = _fast_value_class("_ValueFast", _PLAIN_V)
+#: a vid, an edge's ends, a property: a plain reply's graph elements hold primitives only there,
+#: so that converting them needs no type check
+_InnerValueFast = _fast_value_class("_InnerValueFast", frozenset((bool, int, float)))
 
 
 class _Box:
@@ -690,8 +698,9 @@ def _build(utf8: bool) -> dict[str, list[Any]]:
     """Build one spec tree (``utf8``: names decoded by C). Returns ``{name: [cls, spec]}``."""
     txt = "UTF8" if utf8 else "BINARY"
     value: list[Any] = [_ValueFast if utf8 else _Value, None]
+    inner: list[Any] = [_InnerValueFast if utf8 else _Value, None]  # vids, edge ends, properties
     member: list[Any] = [_Member, None]
-    props = (_STR, txt, _ST, value, False)
+    props = (_STR, txt, _ST, inner, False)
     vlist = (_ST, value, False)
     date = [_Date, _spec((1, _I16, "year", None), (2, _I8, "month", None), (3, _I8, "day", None))]
     time = [
@@ -713,11 +722,11 @@ def _build(utf8: bool) -> dict[str, list[Any]]:
         _TagFast if utf8 else _TagSafe,
         _spec((1, _STR, "name", txt), (2, _M, "props", props)),
     ]
-    vertex = [_Vertex, _spec((1, _ST, "vid", value), (2, _L, "tags", (_ST, tag, False)))]
+    vertex = [_Vertex, _spec((1, _ST, "vid", inner), (2, _L, "tags", (_ST, tag, False)))]
     edge = [
         _EdgeFast if utf8 else _EdgeSafe,
         _spec(
-            (1, _ST, "src", value), (2, _ST, "dst", value), (3, _I32, "type", None),
+            (1, _ST, "src", inner), (2, _ST, "dst", inner), (3, _I32, "type", None),
             (4, _STR, "name", txt), (5, _I64, "ranking", None), (6, _M, "props", props),
         ),
     ]  # fmt: skip
@@ -757,7 +766,7 @@ def _build(utf8: bool) -> dict[str, list[Any]]:
         (17, _ST, "v", duration),
     )  # fmt: skip
     value[1] = _spec(*value_fields)
-    member[1] = value[1]
+    member[1] = inner[1] = value[1]
     dataset = [
         _DataSetFast if utf8 else _DataSetSafe,
         _spec((1, _L, "column_names", (_STR, txt, False)), (2, _L, "rows", (_ST, row, False))),
