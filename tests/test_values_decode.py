@@ -567,7 +567,9 @@ def test_any_other_value_makes_a_reply_not_plain_and_is_still_converted(complex_
 
 
 def test_plain_conversion_equals_the_checked_one() -> None:
-    cells = [V(vVal=vertex(s(f"v{i}"), t={b"a": V(iVal=i), b"b": s("x")}, u={})) for i in range(50)]
+    # one tag (the usual case) and two tags take different paths in the plain conversion
+    cells = [V(vVal=vertex(s(f"v{i}"), t={b"a": V(iVal=i), b"b": s("x")}, **({"u": {}} if i % 2 else {})))
+             for i in range(50)]  # fmt: skip
     reply = _decoded_rows(*cells)
     assert reply.plain
     plain = ResultSet.from_response(reply, statement=None, host=None, elapsed_us=0)
