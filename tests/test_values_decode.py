@@ -50,6 +50,12 @@ def reply_bytes(resp: T.ExecutionResponse) -> bytes:
     )
 
 
+def _one_column_reply(*cells: T.Value) -> bytes:
+    """A reply of one column ``c`` with one row per cell."""
+    data = T.DataSet(column_names=[b"c"], rows=[T.Row(values=[c]) for c in cells])
+    return reply_bytes(T.ExecutionResponse(error_code=0, latency_in_us=1, data=data))
+
+
 def vertex(vid: T.Value, **tags: dict[bytes, T.Value]) -> T.Vertex:
     return T.Vertex(vid=vid, tags=[T.Tag(name=k.encode(), props=p) for k, p in tags.items()])
 
@@ -228,9 +234,8 @@ def test_vertex() -> None:
     got = decode(V(vVal=twice))
     assert got.tags == ("t", "u") and got.properties("t") == {"b": 2}
     # vertices in one reply never share their tag maps
-    rows = [T.Row(values=[V(vVal=vertex(s(f"v{i}"), player={b"n": V(iVal=i)}))]) for i in range(3)]
-    reply = fast.decode_execute_reply(reply_bytes(T.ExecutionResponse(
-        error_code=0, latency_in_us=1, data=T.DataSet(column_names=[b"v"], rows=rows))), 0)  # fmt: skip
+    cells = [V(vVal=vertex(s(f"v{i}"), player={b"n": V(iVal=i)})) for i in range(3)]
+    reply = fast.decode_execute_reply(_one_column_reply(*cells), 0)
     nodes = [r[0] for r in reply.success.data.rows]
     assert [n.properties("player") for n in nodes] == [{"n": 0}, {"n": 1}, {"n": 2}]
     assert len({id(n._tags) for n in nodes}) == 3
@@ -334,8 +339,7 @@ def test_invalid_utf8_in_value_strings_of_a_reply_falls_back_to_safe_decoding(wh
         "edge src": V(eVal=T.Edge(src=bad, dst=s("b"), type=1, name=b"e", ranking=0, props={})),
         "nested row": V(gVal=T.DataSet(column_names=[b"c"], rows=[T.Row(values=[bad])])),
     }[where]
-    data = T.DataSet(column_names=[b"c"], rows=[T.Row(values=[cell])])
-    raw = reply_bytes(T.ExecutionResponse(error_code=0, latency_in_us=1, data=data))
+    raw = _one_column_reply(cell)
     # the fast tree (strings decoded by C, lossy) notices the U+FFFD it produced ...
     with pytest.raises(ProtocolError) as info:
         wire.decode_struct(raw, 0, fast.EXECUTE_RESULT_FAST)
@@ -352,11 +356,6 @@ def test_genuine_replacement_character_in_a_value_survives_the_second_pass() -> 
     data = T.DataSet(column_names=[b"c", b"d"], rows=[row])
     raw = reply_bytes(T.ExecutionResponse(error_code=0, latency_in_us=1, data=data))
     assert fast.decode_execute_reply(raw, 0).success.data.rows == [[text, "\u65e5"]]
-
-
-def _one_column_reply(*cells: T.Value) -> bytes:
-    data = T.DataSet(column_names=[b"c"], rows=[T.Row(values=[c]) for c in cells])
-    return reply_bytes(T.ExecutionResponse(error_code=0, latency_in_us=1, data=data))
 
 
 def test_remembered_property_names_are_bounded_and_never_hold_a_replacement(
@@ -494,12 +493,11 @@ def test_gc_paused_is_reentrant_and_restores_state() -> None:
 
 
 def test_gc_is_resumed_when_a_large_reply_fails_to_decode() -> None:
-    rows = [T.Row(values=[V(sVal=b"x" * 100)]) for _ in range(fast.GC_PAUSE_THRESHOLD // 100 + 1)]
-    large = reply_bytes(
-        T.ExecutionResponse(error_code=0, latency_in_us=1, data=T.DataSet(column_names=[b"c"], rows=rows))
-    )
+    large = _one_column_reply(*[V(sVal=b"x" * 100)] * (3 * fast.GC_PAUSE_THRESHOLD // 100))
+    truncated = large[: len(large) // 2]
+    assert len(truncated) >= fast.GC_PAUSE_THRESHOLD  # big enough to be decoded with the GC paused
     with pytest.raises(ProtocolError):
-        fast.decode_execute_reply(large[: len(large) // 2], 0)  # truncated
+        fast.decode_execute_reply(truncated, 0)
     assert gc.isenabled()
 
 
