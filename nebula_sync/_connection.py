@@ -78,6 +78,18 @@ _RESULT_TYPES: dict[str, Any] = {
 #: the statement path: values decoded straight to Python objects (see _thrift/fast.py)
 _EXECUTE_RESULT = cast(Decoder, decode_execute_reply)  # it reads bytearray frames too (via BytesIO)
 
+# executeWithParameter without parameters, as one struct.pack: THeader (length, magic, flags,
+# seq id, one header word: protocol 0, no transforms), the CALL envelope and its seq id, field 1
+# (session id, i64) and the head of field 2 (statement, binary); then the statement and _EXEC_TAIL
+# (field 3: an empty parameter map, then the struct's end). Byte-identical to _send()'s frame.
+_EXEC_NAME = b"executeWithParameter"
+_pack_exec_head = struct.Struct(f"!IHHIHIIi{len(_EXEC_NAME)}si3sq3si").pack
+_EXEC_FIXED = 14 + 32 + 28  # THeader after the length word; envelope + seq id; fixed body bytes
+_EXEC_TAIL = b"\x0d\x00\x03\x0b\x0c\x00\x00\x00\x00\x00"
+_EXEC_REPLY = struct.pack("!Ii", 0x80010002, len(_EXEC_NAME)) + _EXEC_NAME
+_EXEC_BODY = 18 + len(_EXEC_REPLY) + 4  # where a THeader reply's body starts
+
+
 _ARGS_SPECS: dict[type[Any], list[Any]] = {
     cls: [cls, cls.thrift_spec]
     for cls in (
@@ -296,9 +308,68 @@ class Connection:
         params: dict[bytes, ttypes.Value] | None,
         deadline: float | None,
     ) -> Any:
-        """Run a statement (``executeWithParameter``); returns the decoded ``ExecutionResponse``."""
-        return self._call("executeWithParameter", _execute_args(session_id, stmt, params),
-                          _EXECUTE_RESULT, deadline)  # fmt: skip
+        """Run a statement (``executeWithParameter``); returns the decoded ``ExecutionResponse``.
+
+        The statement path: for the common case (THeader, no parameters, a deadline, a reply
+        that arrives in one ``recv`` with the expected header) this is one function, with the
+        same checks and errors as :meth:`_call`, which handles everything else.
+        """
+        sock = self._sock
+        if (params or deadline is None or sock is None or self._broken or not self._framing_theader
+                or self.pid != _fork._pid):  # fmt: skip
+            return self._call("executeWithParameter", _execute_args(session_id, stmt, params),
+                              _EXECUTE_RESULT, deadline)  # fmt: skip
+        seqid = self._seqid = (self._seqid + 1) & 0x7FFFFFFF
+        frame = _pack_exec_head(
+            _EXEC_FIXED + len(stmt), 0x0FFF, 0, seqid, 1, 0, 0x80010001, 20, _EXEC_NAME, seqid,
+            b"\x0a\x00\x01", session_id, b"\x0b\x00\x02", len(stmt),
+        ) + stmt + _EXEC_TAIL
+        timeout = deadline - time.monotonic()
+        current = self._timeout
+        # _settimeout()'s test, inlined: the socket nearly always has the wanted timeout already.
+        # When it is set, 1 ms more (within the tolerance): the next statement's wait, a few
+        # microseconds longer or shorter, then needs no system call.
+        if timeout <= 0 or current is None or current is _UNSET or not 0 <= current - timeout <= max(
+            0.005, 0.02 * timeout
+        ):
+            self._settimeout(sock, timeout + 0.001 if timeout > 0 else 0.001)
+        try:
+            sock.sendall(frame)
+        except OSError as exc:
+            raise self._send_failed("executeWithParameter", exc) from exc
+        try:
+            data: bytes | bytearray = sock.recv(_RECV_SIZE)
+            size = len(data)
+            if (size < 4 or size != 4 + _unpack_len(data, 0)[0] or size - 4 > self._limits.max_frame_size
+                    or timeout <= 0):  # fmt: skip
+                # not one whole frame within the limits (or no time left): the general reader
+                data = self._read_frame(deadline, "executeWithParameter", bytes(data))
+            if data[4:18] == _pack_theader_reply(0x0FFF, 0, seqid, 1, 0) and data[18:_EXEC_BODY] == (
+                _EXEC_REPLY + _pack_i32(seqid)
+            ):
+                result = _EXECUTE_RESULT(data, _EXEC_BODY, self._limits).success
+            else:
+                result = self._decode(data, "executeWithParameter", seqid, _EXECUTE_RESULT).success
+            if not isinstance(result, DecodedResponse):
+                raise ProtocolError(
+                    "executeWithParameter reply has no result of the expected type "
+                    f"(got {type(result).__name__})",
+                    host=self.host,
+                )
+            return result
+        except (OSError, _Eof) as exc:
+            self.close()
+            raise self._read_failed("executeWithParameter", exc) from exc
+        except ProtocolError as exc:
+            exc.host = exc.host or self.host
+            self.close()
+            raise
+        except BaseException:
+            # as in _call(): any failure after sending, KeyboardInterrupt included, closes it
+            self.close()
+            raise
+        finally:
+            self.last_used = time.monotonic()
 
     def execute_json(
         self,
@@ -366,13 +437,7 @@ class Connection:
             self._settimeout(sock, self.config.request_timeout)
             sock.sendall(frame)
         except OSError as exc:
-            # A frame graphd did not receive whole is never executed: nothing ran.
-            self.close()
-            what = "TLS connection" if isinstance(exc, ssl.SSLError) else "connection"
-            raise ConnectionFailed(
-                f"sending {method} to {self.host} failed ({what} closed by the server?): {exc}",
-                host=self.host,
-            ) from exc
+            raise self._send_failed(method, exc) from exc
         return seqid
 
     def _call(self, method: str, args: Any, decoder: Decoder, deadline: float | None) -> Any:
@@ -402,7 +467,10 @@ class Connection:
         finally:
             self.last_used = time.monotonic()
 
-    def _read_frame(self, deadline: float | None, method: str) -> bytes | bytearray:
+    def _read_frame(
+        self, deadline: float | None, method: str, data: bytes | None = None
+    ) -> bytes | bytearray:
+        """Read one reply frame; ``data`` is what a caller already received of it (may be whole)."""
         sock = self._sock
         if sock is None:
             # close() ran in another thread after the request was written.
@@ -411,11 +479,12 @@ class Connection:
                 host=self.host,
             )
         try:
-            timeout = None if deadline is None else deadline - time.monotonic()  # _remaining()
-            if timeout is not None and timeout <= 0:
-                raise socket.timeout("deadline passed")
-            self._settimeout(sock, timeout)
-            data = sock.recv(_RECV_SIZE)
+            if data is None:
+                timeout = None if deadline is None else deadline - time.monotonic()  # _remaining()
+                if timeout is not None and timeout <= 0:
+                    raise socket.timeout("deadline passed")
+                self._settimeout(sock, timeout)
+                data = sock.recv(_RECV_SIZE)
             while len(data) < 4:
                 if not data:
                     raise _Eof()
@@ -454,22 +523,35 @@ class Connection:
                     raise _Eof()
                 buf += chunk
             return buf
-        except (socket.timeout, BlockingIOError) as exc:
-            raise RequestTimeout(
+        except (OSError, _Eof) as exc:
+            raise self._read_failed(method, exc) from exc
+
+    def _send_failed(self, method: str, exc: OSError) -> ConnectionFailed:
+        """Close after a failed write and say so: a frame graphd did not receive whole never ran."""
+        self.close()
+        what = "TLS connection" if isinstance(exc, ssl.SSLError) else "connection"
+        return ConnectionFailed(
+            f"sending {method} to {self.host} failed ({what} closed by the server?): {exc}",
+            host=self.host,
+        )
+
+    def _read_failed(self, method: str, exc: BaseException) -> OutcomeUnknown:
+        """The error for a failed read after the request was sent (the outcome is unknown)."""
+        if isinstance(exc, (socket.timeout, BlockingIOError)):
+            return RequestTimeout(
                 f"no reply to {method} from {self.host} within the request timeout; "
                 "the statement may still run on graphd",
                 host=self.host,
-            ) from exc
-        except _Eof:
-            raise OutcomeUnknown(
+            )
+        if isinstance(exc, _Eof):
+            return OutcomeUnknown(
                 f"{self.host} closed the connection before replying to {method}", host=self.host
-            ) from None
-        except ssl.SSLError as exc:
-            raise OutcomeUnknown(f"TLS error reading from {self.host}: {exc}", host=self.host) from exc
-        except OSError as exc:
-            raise OutcomeUnknown(
-                f"connection to {self.host} failed while waiting for {method}: {exc}", host=self.host
-            ) from exc
+            )
+        if isinstance(exc, ssl.SSLError):
+            return OutcomeUnknown(f"TLS error reading from {self.host}: {exc}", host=self.host)
+        return OutcomeUnknown(
+            f"connection to {self.host} failed while waiting for {method}: {exc}", host=self.host
+        )
 
     def _decode(self, frame: bytes | bytearray, method: str, seqid: int, decoder: Decoder) -> Any:
         # Fast path: the reply starts with exactly the bytes we expect (THeader with binary, no

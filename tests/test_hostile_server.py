@@ -49,7 +49,7 @@ from rawserver import (
 
 from nebula_sync._connection import Connection
 from nebula_sync._thrift import service, ttypes, wire
-from nebula_sync.config import ConnectionConfig
+from nebula_sync.config import ConnectionConfig, HostAddress
 from nebula_sync.errors import (
     ConnectionFailed,
     IncompatibleServer,
@@ -897,3 +897,78 @@ def test_fuzz_with_the_connection_held_open(fuzz_server: RawServer, cut: int, fl
     mutated = bytearray(VALID)
     mutated[flip // 8] ^= 1 << (flip % 8)
     exchange(fuzz_server, bytes(mutated[:cut]), hold=True, timeout=0.2)
+
+
+# ---- the statement path's single-function case (Connection.execute without parameters) -----------
+
+
+class _ScriptedSocket:
+    """Stands in for a connected socket: keeps what is sent, hands out ``replies`` in ``pieces``."""
+
+    def __init__(self, piece: int) -> None:
+        self.piece = piece
+        self.sent: list[bytes] = []
+        self.pending = b""
+        self.reply_for: Callable[[bytes], bytes] = lambda frame: b""
+
+    def settimeout(self, timeout: float | None) -> None:
+        pass
+
+    def sendall(self, data: bytes) -> None:
+        self.sent.append(data)
+        self.pending += self.reply_for(data)
+
+    def recv(self, size: int) -> bytes:
+        n = min(size, self.piece, len(self.pending))
+        chunk, self.pending = self.pending[:n], self.pending[n:]
+        return chunk
+
+    def shutdown(self, how: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _scripted_conn(
+    piece: int, resp: ttypes.ExecutionResponse, **config: Any
+) -> tuple[Connection, _ScriptedSocket]:
+    conn = Connection(HostAddress("127.0.0.1", 9669), attrs.evolve(CFG, **config))
+    sock = _ScriptedSocket(piece)
+    sock.reply_for = lambda frame: execute_reply(parse_request(frame), resp)
+    conn._sock = sock  # type: ignore[assignment]
+    conn._broken = False
+    return conn, sock
+
+
+@pytest.mark.parametrize("stmt", ["RETURN 1", "", "RETURN 'ü' + \"\\u0000\"", "x" * 70_000])
+def test_statement_frame_is_what_thrift_encodes(stmt: str) -> None:
+    conn, sock = _scripted_conn(1 << 20, ttypes.ExecutionResponse(error_code=0, latency_in_us=1))
+    for seqid in (1, 2):
+        conn.execute(123_456_789_012, stmt.encode(), None, time.monotonic() + TIMEOUT)
+        args = service.ExecuteWithParameterArgs(
+            sessionId=123_456_789_012, stmt=stmt.encode(), parameterMap={}
+        )
+        body = wire.encode_struct(args, [type(args), type(args).thrift_spec])
+        message = wire.binary_message(b"executeWithParameter", wire.CALL, seqid, body)
+        expected = wire.theader_frame(message, seqid)
+        assert sock.sent[-1] == expected
+
+
+@pytest.mark.parametrize("piece", [1, 3, 4, 17, 50, 1 << 20])
+def test_reply_arriving_in_pieces_decodes_whole(piece: int) -> None:
+    data = ttypes.DataSet(column_names=[b"a"], rows=[ttypes.Row(values=[V(sVal=b"v" * 300)])])
+    conn, sock = _scripted_conn(piece, ttypes.ExecutionResponse(error_code=0, latency_in_us=7, data=data))
+    for _ in range(2):  # the second call on the same connection: nothing was left over
+        resp = conn.execute(1, b"RETURN 1", None, time.monotonic() + TIMEOUT)
+        assert (resp.latency_in_us, resp.data.rows[0][0]) == (7, "v" * 300)
+        assert sock.pending == b"" and conn.is_usable
+
+
+def test_reply_cut_short_by_eof_is_outcome_unknown_and_closes() -> None:
+    conn, sock = _scripted_conn(5, ttypes.ExecutionResponse(error_code=0, latency_in_us=1))
+    full = sock.reply_for
+    sock.reply_for = lambda frame: full(frame)[:-3]  # then recv() returns b"": the peer closed
+    with pytest.raises(OutcomeUnknown, match="closed the connection before replying"):
+        conn.execute(1, b"RETURN 1", None, time.monotonic() + TIMEOUT)
+    assert not conn.is_usable
