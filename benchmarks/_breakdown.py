@@ -4,8 +4,8 @@ Each line is the best of five timed loops of CPU time per call (``time.process_t
 against the replay server. Layers are attributed by subtraction: the whole ``client.execute``, then
 with the layer below stubbed out in this process (``Connection.execute`` returning a pre-decoded
 reply, then the result wrapping, the connection pool and the session broker each replaced by a
-constant). The stubs reach into private attributes (``client._hosts``, ``client._broker``,
-``NebulaClient._result``); if those change, the attribution says so and the rest still runs.
+constant). The stubs reach into private attributes (``client._broker``, ``NebulaClient._result``,
+``SessionBroker.take_ready``); if those change, the attribution says so and the rest still runs.
 
 Not a test, and not thread-safe: it patches classes for the duration of one measurement.
 """
@@ -55,6 +55,9 @@ class _CannedSocket:
         self.reply = reply
 
     def settimeout(self, timeout: float | None) -> None:
+        pass
+
+    def setsockopt(self, *args: Any) -> None:
         pass
 
     def sendall(self, data: bytes) -> None:
@@ -135,33 +138,38 @@ def run(address: str, n: int, out: Callable[[str], None] = print) -> None:
         finally:
             conn.close()
         try:
-            host = client._hosts[0]
+            from nebula_sync._pool import Lease
+
             broker = client._broker
-            pooled = host.conn_pool.acquire(None)
-            host.conn_pool.release(pooled)
-            lease = broker.borrow(None)
-            broker.release(lease, lease.session)
-        except (AttributeError, TypeError) as exc:
+            session = broker.hosts[0].idle[-1]  # the session the statements above used
+            conn_of_session = session.conn
+            assert conn_of_session is not None
+            host = broker.hosts[0]
+        except (AttributeError, TypeError, IndexError, AssertionError, ImportError) as exc:
             out(f"  (layer attribution unavailable: the client's internals changed: {exc})")
             return
+
         def stmt() -> Any:
             return client.execute("RETURN 1")
 
-        pool_cls, broker_cls = type(host.conn_pool), type(broker)
+        def take_ready(self: Any) -> Any:
+            session.conn = conn_of_session
+            return Lease(host, session)
+
+        broker_cls = type(broker)
         with patched(Connection, "execute", lambda self, sid, text, params, deadline: resp):
             above_conn = line("client.execute, Connection.execute stubbed", stmt)
             with patched(NebulaClient, "_result", lambda self, resp, *a: resp):
                 no_result = line("  + _result (ResultSet) stubbed", stmt)
-                with patched(pool_cls, "acquire", lambda self, d: pooled), \
-                        patched(pool_cls, "release", lambda self, c: None):  # fmt: skip
-                    no_pool = line("  + ConnectionPool.acquire/release stubbed", stmt)
-                    with patched(broker_cls, "borrow", lambda self, d: lease), \
+                with patched(Connection, "is_dropped", lambda self: False):
+                    no_poll = line("  + poll before reuse (Connection.is_dropped) stubbed", stmt)
+                    with patched(broker_cls, "take_ready", take_ready), \
                             patched(broker_cls, "release", lambda self, *a, **k: None):  # fmt: skip
-                        glue = line("  + SessionBroker.borrow/release stubbed", stmt)
+                        glue = line("  + SessionBroker.take_ready/release stubbed", stmt)
         out("")
         out(f"  per statement, CPU: total {total:.1f} us = socket syscalls ~{floor:.1f} "
             f"+ Connection Python work ~{conn_py:.1f} + result wrapping ~{above_conn - no_result:.1f} "
-            f"+ connection pool ~{no_result - no_pool:.1f} + session broker ~{no_pool - glue:.1f} "
+            f"+ poll ~{no_result - no_poll:.1f} + session broker ~{no_poll - glue:.1f} "
             f"+ client call path ~{glue:.1f} ({total - conn_real - above_conn:+.1f} not attributed)")
     finally:
         client.close()

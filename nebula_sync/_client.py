@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import threading
@@ -12,7 +13,7 @@ import warnings
 import weakref
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, cast
 
 import attrs
 
@@ -84,6 +85,10 @@ def _request_timeout(cfg: ConnectionConfig, timeout: Any) -> Optional[float]:
         check_seconds("timeout", timeout)
         return float(timeout)
     return None
+
+
+def _inf(limit: float | None) -> float:
+    return math.inf if limit is None else limit
 
 
 def _left(deadline: float | None) -> bool:
@@ -256,6 +261,15 @@ class NebulaClient:
         self._ages_sessions = (
             self._pool_config.max_idle_time is not None or self._pool_config.max_lifetime is not None
         )
+        # The fast path (_run_fast) takes a kept connection and its session as they are only
+        # when both are younger and fresher than every limit that would make the general path
+        # check, ping or replace them; infinity where no limit is set.
+        conn_cfg, pool_cfg = self._conn_config, self._pool_config
+        self._fast_path = not conn_cfg.ping_before_execute
+        self._fresh_conn_idle = min(_inf(conn_cfg.max_idle_time), _inf(conn_cfg.ping_after_idle))
+        self._fresh_conn_life = _inf(conn_cfg.max_lifetime)
+        self._fresh_session_idle = _inf(pool_cfg.max_idle_time)
+        self._fresh_session_life = _inf(pool_cfg.max_lifetime)
         self._min_healthy = min_healthy_hosts
         self._close_timeout = close_timeout
         self._factory: ConnectionFactory = connection_factory or Connection
@@ -358,6 +372,10 @@ class NebulaClient:
         if _fork._pid != self._pid:
             self._after_fork()
         prepared = _Prepared(statement, None) if params is None else _prepare(statement, params)
+        if timeout is _DEFAULT and self._fast_path:
+            fast = self._run_fast(prepared, idempotent)
+            if fast is not None:
+                return fast
         result: ResultSet = self._run(prepared, timeout, idempotent)
         return result
 
@@ -536,38 +554,110 @@ class NebulaClient:
             host.conn_pool.close(abort_active=abort)
 
     def _run(self, prepared: _Prepared, timeout: Optional[float], idempotent: bool,
-             as_json: bool = False) -> Any:  # fmt: skip
+             as_json: bool = False, *, lease: Lease | None = None, attempts: int = 0,
+             start: float | None = None) -> Any:  # fmt: skip
+        """The general statement path: borrow, attempt, retry as the rules allow.
+
+        :meth:`_run_fast` continues here: with the ``lease`` it borrowed (to be checked in full),
+        or after its failed first attempt (``attempts=1``), keeping its ``start``.
+        """
         req_timeout = self._conn_config.request_timeout if timeout is _DEFAULT else (
             _request_timeout(self._conn_config, timeout)
         )
-        wait_timeout = self._pool_config.wait_timeout
-        start = time.monotonic()
-        if wait_timeout is None:
-            wait_deadline = overall = None
-        else:
-            # One bound for the whole operation (borrow, connect, authenticate, retries, reply),
-            # so a caller never waits longer than wait_timeout + request_timeout.
-            wait_deadline = start + wait_timeout
-            overall = None if req_timeout is None else wait_deadline + req_timeout
-        attempts = 0
-        max_attempts = len(self._hosts) + 1
+        if start is None:
+            start = time.monotonic()
+        wait_deadline, overall = self._deadlines(start, req_timeout)
         while True:
             attempts += 1
-            lease = self._broker.borrow(wait_deadline)  # wait_deadline <= overall
+            if lease is None:
+                lease = self._broker.borrow(wait_deadline)  # wait_deadline <= overall
             try:
                 resp, session = self._attempt(lease, prepared, req_timeout, overall, as_json,
                                               restore_space=True)  # fmt: skip
-            except ConnectionFailed as exc:
-                if attempts < max_attempts and _left(overall) and self._any_host_usable():
-                    log.debug("retrying on another host after: %s", exc)
-                    continue
-                raise
-            except OutcomeUnknown as exc:
-                if idempotent and attempts < max_attempts and _left(overall):
-                    log.debug("retrying idempotent statement after: %s", exc)
+            except (ConnectionFailed, OutcomeUnknown) as exc:
+                if self._may_retry(exc, attempts, overall, idempotent):
+                    lease = None
                     continue
                 raise
             return self._result(resp, prepared, lease.host, session, start, as_json)
+
+    def _deadlines(self, start: float, req_timeout: Optional[float]) -> tuple[float | None, float | None]:
+        """``(wait_deadline, overall)`` for a statement started at ``start``."""
+        wait_timeout = self._pool_config.wait_timeout
+        if wait_timeout is None:
+            return None, None
+        # One bound for the whole operation (borrow, connect, authenticate, retries, reply), so
+        # a caller never waits longer than wait_timeout + request_timeout.
+        wait_deadline = start + wait_timeout
+        return wait_deadline, None if req_timeout is None else wait_deadline + req_timeout
+
+    def _may_retry(self, exc: NebulaError, attempts: int, overall: float | None, idempotent: bool) -> bool:
+        """Whether a failed attempt is tried again: on another host if nothing ran
+        (``ConnectionFailed``), or when the outcome is unknown and the caller said the statement is
+        idempotent; never beyond one attempt per host plus one, or past ``overall``.
+        """
+        if attempts >= len(self._hosts) + 1 or not _left(overall):
+            return False
+        if isinstance(exc, ConnectionFailed):
+            if self._any_host_usable():
+                log.debug("retrying on another host after: %s", exc)
+                return True
+            return False
+        if idempotent:
+            log.debug("retrying idempotent statement after: %s", exc)
+            return True
+        return False
+
+    def _run_fast(self, prepared: _Prepared, idempotent: bool) -> ResultSet | None:
+        """The statement path's common case, with the fewest steps: an idle session that kept a
+        fresh connection, no parameters to check, the default timeout. ``None`` if it does not
+        apply (nothing was borrowed); anything unusual after borrowing goes to :meth:`_run`.
+
+        Same rules as :meth:`_run` + :meth:`_attempt` (tests run both): the connection gets the
+        checks :meth:`ConnectionPool.reuse` makes, the session :meth:`_too_old`'s, and a failure
+        is retried by the same decision (:meth:`_may_retry`).
+        """
+        lease = self._broker.take_ready()
+        if lease is None:
+            return None
+        start = time.monotonic()
+        session = cast(ServerSession, lease.session)
+        conn = cast(Connection, session.conn)
+        if (start - conn.last_used > self._fresh_conn_idle
+                or start - session.last_used > self._fresh_session_idle
+                or start - conn.created_at > self._fresh_conn_life
+                or start - session.created_at > self._fresh_session_life
+                or not conn.is_usable or conn.is_dropped()):  # fmt: skip
+            # Too old, to be pinged, or dropped: the general path checks it all again, in full.
+            return cast("ResultSet", self._run(prepared, _DEFAULT, idempotent, lease=lease, start=start))
+        session.conn = None
+        req_timeout = self._conn_config.request_timeout
+        overall = self._deadlines(start, req_timeout)[1]
+        lease.statements = 1
+        try:
+            try:
+                resp, code = self._send(conn, session, prepared, req_timeout, overall, False)
+                if code != 0 or session.space != self._home_space:
+                    resp, session = self._settle(lease, conn, session, resp, code, prepared, req_timeout,
+                                                 overall, False, restore_space=True)  # fmt: skip
+            finally:
+                self._checkin(lease, conn)
+        except (ConnectionFailed, OutcomeUnknown) as exc:
+            self._give_back(lease)
+            if self._may_retry(exc, 1, overall, idempotent):
+                return cast("ResultSet", self._run(prepared, _DEFAULT, idempotent, attempts=1, start=start))
+            raise
+        except BaseException:
+            self._give_back(lease)
+            raise
+        self._give_back(lease)
+        return cast("ResultSet", self._result(resp, prepared, lease.host, session, start, False))
+
+    def _give_back(self, lease: Lease) -> None:
+        """Return a lease to the broker (signing out its session if the client closed meanwhile)."""
+        leftover = self._broker.release(lease, lease.session)
+        if leftover is not None:
+            self._signout(lease.host, leftover, None)
 
     def _any_host_usable(self) -> bool:
         now = time.monotonic()
@@ -599,7 +689,6 @@ class NebulaClient:
     ) -> tuple[Any, ServerSession | None]:
         """Run one statement on the lease's host. Gives the lease back unless ``release`` is off."""
         host = lease.host
-        statements = errors = 0
         try:
             conn = self._checkout(lease, overall)
             if lease.probe:
@@ -612,38 +701,61 @@ class NebulaClient:
                     session = None
                 if session is None:
                     session = lease.session = self._authenticate(host, conn, overall)
-                statements += 1
+                lease.statements += 1
                 resp, code = self._send(conn, session, prepared, req_timeout, overall, as_json)
-                if code in _SESSION_INVALID:
-                    # graphd rejected the statement before running it: renew the session, retry once.
-                    self._broker.count(host, "session_renewals")
-                    lost_space = session.space
-                    lease.session = None
-                    session = lease.session = self._authenticate(host, conn, overall)
-                    if not restore_space and lost_space and lost_space != session.space:
-                        # A held session (client.session()) had switched space: a renewed one
-                        # must run the statement in that space too, not the configured one.
-                        self._use(host, conn, session, lost_space, overall)
-                    resp, code = self._send(conn, session, prepared, req_timeout, overall, as_json)
-                    if code in _SESSION_INVALID:
-                        lease.session = None  # rejected again: don't pool it
-                if code != 0:
-                    errors += 1
-                    raise self._server_error(resp, code, prepared, host, as_json)
-                if restore_space and session.space != self._home_space:
-                    self._restore_space(host, lease, conn, overall)
+                if code != 0 or (restore_space and session.space != self._home_space):
+                    resp, session = self._settle(lease, conn, session, resp, code, prepared, req_timeout,
+                                                 overall, as_json, restore_space=restore_space)  # fmt: skip
                 return resp, session
             finally:
                 self._checkin(lease, conn)
         finally:
             if release:
-                leftover = self._broker.release(lease, lease.session, statements=statements, errors=errors)
-                if leftover is not None:
-                    self._signout(host, leftover, None)
-            elif statements or errors:
+                self._give_back(lease)
+            elif lease.statements or lease.errors:
                 # A held session (client.session()) counts as it goes, not when it is returned.
-                self._broker.count(host, "statements", statements)
-                self._broker.count(host, "errors", errors)
+                self._broker.count(host, "statements", lease.statements)
+                self._broker.count(host, "errors", lease.errors)
+                lease.statements = lease.errors = 0
+
+    def _settle(
+        self,
+        lease: Lease,
+        conn: Connection,
+        session: ServerSession,
+        resp: Any,
+        code: int,
+        prepared: _Prepared,
+        req_timeout: Optional[float],
+        overall: Optional[float],
+        as_json: bool,
+        *,
+        restore_space: bool,
+    ) -> tuple[Any, ServerSession]:
+        """After an attempt's reply, when it is not a plain success: renew a session graphd no
+        longer knows and send once more, raise a server error, or put the session back in the
+        configured space before it returns to the pool.
+        """
+        host = lease.host
+        if code in _SESSION_INVALID:
+            # graphd rejected the statement before running it: renew the session, retry once.
+            self._broker.count(host, "session_renewals")
+            lost_space = session.space
+            lease.session = None
+            session = lease.session = self._authenticate(host, conn, overall)
+            if not restore_space and lost_space and lost_space != session.space:
+                # A held session (client.session()) had switched space: a renewed one must run
+                # the statement in that space too, not the configured one.
+                self._use(host, conn, session, lost_space, overall)
+            resp, code = self._send(conn, session, prepared, req_timeout, overall, as_json)
+            if code in _SESSION_INVALID:
+                lease.session = None  # rejected again: don't pool it
+        if code != 0:
+            lease.errors += 1
+            raise self._server_error(resp, code, prepared, host, as_json)
+        if restore_space and session.space != self._home_space:
+            self._restore_space(host, lease, conn, overall)
+        return resp, session
 
     def _checkout(self, lease: Lease, deadline: float | None) -> Connection:
         """The connection for this lease: the one its session kept (validated), else a pooled one.

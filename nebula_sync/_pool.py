@@ -313,6 +313,9 @@ class Lease:
     session: Optional[ServerSession]
     probe: bool = False
     returned: bool = False
+    #: statements sent and server errors received under this lease, not yet counted on the host
+    statements: int = 0
+    errors: int = 0
 
 
 class _Waiter:
@@ -354,6 +357,24 @@ class SessionBroker:
         self._swept = False
 
     # ---- borrowing ---------------------------------------------------------------------------
+
+    def take_ready(self) -> Lease | None:
+        """Borrow without waiting when the next host in turn is up and has an idle session that
+        kept its connection (the statement path's common case); ``None`` otherwise, with nothing
+        taken: :meth:`borrow` then decides. Never overtakes a waiter. Thread-safe.
+        """
+        with self._lock:
+            if self._waiters or self._closed:
+                return None
+            hosts = self.hosts
+            rr = self._rr
+            host = hosts[rr]
+            idle = host.idle
+            if host.state is not HostState.UP or not idle or idle[-1].conn is None:
+                return None
+            self._rr = (rr + 1) % len(hosts)
+            host.busy += 1
+            return Lease(host, idle.pop())
 
     def borrow(self, deadline: float | None) -> Lease:
         """Take a session slot on some healthy host, waiting (FIFO) until ``deadline`` if all are busy.
@@ -514,22 +535,21 @@ class SessionBroker:
 
     # ---- returning ---------------------------------------------------------------------------
 
-    def release(
-        self, lease: Lease, session: ServerSession | None, *, statements: int = 0, errors: int = 0
-    ) -> ServerSession | None:
+    def release(self, lease: Lease, session: ServerSession | None) -> ServerSession | None:
         """Give back a lease with its session (``None`` if it was discarded or never made).
 
         Returns the session when the client was closed and already swept its idle sessions: the
-        caller must then sign it out itself. ``statements`` / ``errors`` feed the host counters.
+        caller must then sign it out itself. The lease's ``statements`` / ``errors`` feed the host
+        counters.
         """
         host = lease.host
         with self._lock:
             if lease.returned:
                 raise ValueError(f"lease on {host.name} was already released")
-            if statements:
-                host.counters["statements"] += statements
-            if errors:
-                host.counters["errors"] += errors
+            if lease.statements:
+                host.counters["statements"] += lease.statements
+            if lease.errors:
+                host.counters["errors"] += lease.errors
             leftover = self._give_back_locked(lease, session)
             if self._closed:
                 self._returned.notify_all()  # close() waits for the last lease

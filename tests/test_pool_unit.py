@@ -988,6 +988,54 @@ def test_client_threads_get_their_own_results(
     assert world.session_ids() == set() and world.open_count() == 0
 
 
+def test_client_statement_path_checks_what_the_general_path_checks(
+    world: FakeWorld, make_client: Callable[..., NebulaClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plain statement on an idle session that kept a fresh connection skips the general path;
+    a stale, too old or dropped one goes through it and gets its full checks."""
+    config = ConnectionConfig(request_timeout=30.0, ping_after_idle=5.0)
+    client = make_client(hosts=1, size=1, conn_config=config)
+    general: list[str] = []
+    run = client._run
+
+    def spy(prepared: Any, *args: Any, **kwargs: Any) -> Any:
+        general.append(prepared.text)
+        return run(prepared, *args, **kwargs)
+
+    monkeypatch.setattr(client, "_run", spy)
+    sid = client.execute("RETURN 0").rows()[0][1]
+    assert general == ["RETURN 0"]  # the first statement authenticates: the general path
+    entry = entry_of(client, HOST)
+    session = entry.idle[-1]
+    conn = session.conn
+    assert conn is not None
+    polls = conn.calls["is_dropped"]
+    got = [client.execute(f"RETURN {i}").rows()[0][:2] for i in (1, 2)]
+    assert got == [("RETURN 1", sid), ("RETURN 2", sid)]
+    # the fast path: checked like a pooled connection (is_dropped), not pinged, general path unused
+    assert general == ["RETURN 0"] and conn.calls["ping"] == 0 and conn.calls["is_dropped"] == polls + 2
+    # Idle longer than ping_after_idle: pinged first (once), then used.
+    conn.last_used = time.monotonic() - 6
+    assert client.execute("RETURN 3").rows()[0][1] == sid
+    assert general[-1] == "RETURN 3" and conn.calls["ping"] == 1
+    # A session idle longer than the pool's max_idle_time: signed out and replaced.
+    session.last_used -= SessionPoolConfig().max_idle_time + 1  # type: ignore[operator]
+    renewed = client.execute("RETURN 4").rows()[0][1]
+    assert renewed != sid and sid not in world.session_ids() and general[-1] == "RETURN 4"
+    # Dropped by the peer while idle: replaced before use, the statement runs once.
+    session = entry.idle[-1]
+    assert session.conn is not None
+    session.conn.dropped = True  # type: ignore[attr-defined]
+    assert client.execute("RETURN 5").rows()[0][1] == renewed and general[-1] == "RETURN 5"
+    assert world.executed["RETURN 5"] == 1 and session.conn is not conn and entry.idle[-1].conn.is_usable
+    # Parameters change nothing here; a timeout of its own takes the general path.
+    assert client.execute("RETURN $p", {"p": 1}).rows()[0][1] == renewed and general[-1] == "RETURN 5"
+    client.execute("RETURN 6", timeout=5.0)
+    assert general[-1] == "RETURN 6"
+    assert world.violations == [] and world.max_running_per_session == 1
+    assert client.stats().host(HOST).statements == 8 and client._broker.busy_count() == 0
+
+
 def test_client_wrong_password_leaks_nothing_and_backs_off(
     world: FakeWorld, make_client: Callable[..., NebulaClient], monkeypatch: pytest.MonkeyPatch
 ) -> None:
