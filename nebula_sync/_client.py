@@ -610,48 +610,82 @@ class NebulaClient:
 
     def _run_fast(self, prepared: _Prepared, idempotent: bool) -> ResultSet | None:
         """The statement path's common case, with the fewest steps: an idle session that kept a
-        fresh connection, no parameters to check, the default timeout. ``None`` if it does not
-        apply (nothing was borrowed); anything unusual after borrowing goes to :meth:`_run`.
+        fresh connection, the default timeout, a plain success. ``None`` if it does not apply
+        (nothing was borrowed); anything unusual goes to the general helpers.
 
         Same rules as :meth:`_run` + :meth:`_attempt` (tests run both): the connection gets the
-        checks :meth:`ConnectionPool.reuse` makes, the session :meth:`_too_old`'s, and a failure
-        is retried by the same decision (:meth:`_may_retry`).
+        checks :meth:`ConnectionPool.reuse` makes, the session :meth:`_too_old`'s, a reply that is
+        not a plain success :meth:`_settle`, and a failure the same retry decision
+        (:meth:`_may_retry`). No :class:`Lease` is made unless one of those is needed.
         """
-        lease = self._broker.take_ready()
-        if lease is None:
+        taken = self._broker.take_ready()
+        if taken is None:
             return None
-        start = time.monotonic()
-        session = cast(ServerSession, lease.session)
+        host, session = taken
         conn = cast(Connection, session.conn)
+        start = time.monotonic()
+        # (a connection from before a fork never gets here: execute() reset the pools first)
         if (start - conn.last_used > self._fresh_conn_idle
                 or start - session.last_used > self._fresh_session_idle
                 or start - conn.created_at > self._fresh_conn_life
                 or start - session.created_at > self._fresh_session_life
-                or not conn.is_usable or conn.is_dropped()):  # fmt: skip
+                or conn.is_dropped()):  # fmt: skip
             # Too old, to be pinged, or dropped: the general path checks it all again, in full.
-            return cast("ResultSet", self._run(prepared, _DEFAULT, idempotent, lease=lease, start=start))
+            return cast("ResultSet", self._run(prepared, _DEFAULT, idempotent, lease=Lease(host, session),
+                                               start=start))  # fmt: skip
         session.conn = None
         req_timeout = self._conn_config.request_timeout
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("[%s] session %d: %.200s", conn.host, session.id, redact_statement(prepared.text))
+        try:
+            resp = conn.execute(session.id, prepared.stmt, prepared.params,
+                                None if req_timeout is None else start + req_timeout)  # fmt: skip
+        except BaseException as exc:
+            return self._fast_rest(host, session, conn, prepared, idempotent, start, None, exc)
+        raw_space = resp.space_name
+        if raw_space is not None and raw_space != session.space_raw:
+            session.space_raw = raw_space
+            session.space = raw_space.decode("utf-8", "replace")
+        if resp.error_code != 0 or session.space != self._home_space or not self._broker.give_back_ready(
+            host, session, conn
+        ):
+            return self._fast_rest(host, session, conn, prepared, idempotent, start, resp, None)
+        # _result(), inlined
+        return (_RESULT_SET or _result_set()).from_response(
+            resp,
+            statement=prepared.text,
+            host=host.name,
+            elapsed_us=int((time.monotonic() - start) * 1_000_000),
+            timezone_offset=session.timezone_offset,
+        )
+
+    def _fast_rest(self, host: HostEntry, session: ServerSession, conn: Connection, prepared: _Prepared,
+                   idempotent: bool, start: float, resp: Any,
+                   exc: BaseException | None) -> ResultSet:  # fmt: skip
+        """:meth:`_run_fast` after a failure (``exc``) or a reply that is not a plain success:
+        what :meth:`_attempt` and :meth:`_run` do from the same point."""
+        lease = Lease(host, session, statements=1)
+        req_timeout = self._conn_config.request_timeout
         overall = self._deadlines(start, req_timeout)[1]
-        lease.statements = 1
         try:
             try:
-                resp, code = self._send(conn, session, prepared, req_timeout, overall, False)
-                if code != 0 or session.space != self._home_space:
-                    resp, session = self._settle(lease, conn, session, resp, code, prepared, req_timeout,
-                                                 overall, False, restore_space=True)  # fmt: skip
+                if exc is not None:
+                    raise exc
+                if resp.error_code != 0 or session.space != self._home_space:
+                    resp, session = self._settle(lease, conn, session, resp, resp.error_code, prepared,
+                                                 req_timeout, overall, False, restore_space=True)  # fmt: skip
             finally:
                 self._checkin(lease, conn)
-        except (ConnectionFailed, OutcomeUnknown) as exc:
+        except (ConnectionFailed, OutcomeUnknown) as error:
             self._give_back(lease)
-            if self._may_retry(exc, 1, overall, idempotent):
+            if self._may_retry(error, 1, overall, idempotent):
                 return cast("ResultSet", self._run(prepared, _DEFAULT, idempotent, attempts=1, start=start))
             raise
         except BaseException:
             self._give_back(lease)
             raise
         self._give_back(lease)
-        return cast("ResultSet", self._result(resp, prepared, lease.host, session, start, False))
+        return cast("ResultSet", self._result(resp, prepared, host, session, start, False))
 
     def _give_back(self, lease: Lease) -> None:
         """Return a lease to the broker (signing out its session if the client closed meanwhile)."""

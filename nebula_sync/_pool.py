@@ -358,10 +358,12 @@ class SessionBroker:
 
     # ---- borrowing ---------------------------------------------------------------------------
 
-    def take_ready(self) -> Lease | None:
+    def take_ready(self) -> tuple[HostEntry, ServerSession] | None:
         """Borrow without waiting when the next host in turn is up and has an idle session that
-        kept its connection (the statement path's common case); ``None`` otherwise, with nothing
-        taken: :meth:`borrow` then decides. Never overtakes a waiter. Thread-safe.
+        kept its connection (the statement path's common case): ``(host, session)``, to be
+        returned with :meth:`give_back_ready` or, wrapped in a :class:`Lease`, :meth:`release`.
+        ``None`` otherwise, with nothing taken: :meth:`borrow` then decides. Never overtakes a
+        waiter. Thread-safe.
         """
         with self._lock:
             if self._waiters or self._closed:
@@ -374,7 +376,25 @@ class SessionBroker:
                 return None
             self._rr = (rr + 1) % len(hosts)
             host.busy += 1
-            return Lease(host, idle.pop())
+            return host, idle.pop()
+
+    def give_back_ready(self, host: HostEntry, session: ServerSession, conn: Any) -> bool:
+        """Return a session from :meth:`take_ready` after one statement that succeeded, keeping
+        ``conn``; as :meth:`release` does (counts, idle, hand-off to waiters). ``False``, with
+        nothing done, once :meth:`close` began: then give it back as a :class:`Lease`.
+        """
+        with self._lock:
+            if self._closed:
+                return False
+            host.counters["statements"] += 1
+            host.busy -= 1
+            session.conn = conn
+            session.last_used = time.monotonic()
+            host.idle.append(session)
+            if self._waiters:
+                self._dispatch_locked()
+                self._fail_hopeless_waiters_locked()
+            return True
 
     def borrow(self, deadline: float | None) -> Lease:
         """Take a session slot on some healthy host, waiting (FIFO) until ``deadline`` if all are busy.
