@@ -138,14 +138,11 @@ def run(address: str, n: int, out: Callable[[str], None] = print) -> None:
         finally:
             conn.close()
         try:
-            from nebula_sync._pool import Lease
-
             broker = client._broker
             session = broker.hosts[0].idle[-1]  # the session the statements above used
-            conn_of_session = session.conn
-            assert conn_of_session is not None
+            assert session.conn is not None
             host = broker.hosts[0]
-        except (AttributeError, TypeError, IndexError, AssertionError, ImportError) as exc:
+        except (AttributeError, TypeError, IndexError, AssertionError) as exc:
             out(f"  (layer attribution unavailable: the client's internals changed: {exc})")
             return
 
@@ -153,8 +150,11 @@ def run(address: str, n: int, out: Callable[[str], None] = print) -> None:
             return client.execute("RETURN 1")
 
         def take_ready(self: Any) -> Any:
-            session.conn = conn_of_session
-            return Lease(host, session)
+            return host, session
+
+        def give_back_ready(self: Any, host: Any, session: Any, conn: Any) -> bool:
+            session.conn = conn
+            return True
 
         broker_cls = type(broker)
         with patched(Connection, "execute", lambda self, sid, text, params, deadline: resp):
@@ -164,8 +164,8 @@ def run(address: str, n: int, out: Callable[[str], None] = print) -> None:
                 with patched(Connection, "is_dropped", lambda self: False):
                     no_poll = line("  + poll before reuse (Connection.is_dropped) stubbed", stmt)
                     with patched(broker_cls, "take_ready", take_ready), \
-                            patched(broker_cls, "release", lambda self, *a, **k: None):  # fmt: skip
-                        glue = line("  + SessionBroker.take_ready/release stubbed", stmt)
+                            patched(broker_cls, "give_back_ready", give_back_ready):  # fmt: skip
+                        glue = line("  + SessionBroker.take_ready/give_back_ready stubbed", stmt)
         out("")
         out(f"  per statement, CPU: total {total:.1f} us = socket syscalls ~{floor:.1f} "
             f"+ Connection Python work ~{conn_py:.1f} + result wrapping ~{above_conn - no_result:.1f} "
