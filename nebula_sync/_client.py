@@ -624,24 +624,30 @@ class NebulaClient:
         host, session = taken
         conn = cast(Connection, session.conn)
         start = time.monotonic()
-        # (a connection from before a fork never gets here: execute() reset the pools first)
-        if (start - conn.last_used > self._fresh_conn_idle
-                or start - session.last_used > self._fresh_session_idle
-                or start - conn.created_at > self._fresh_conn_life
-                or start - session.created_at > self._fresh_session_life
-                or conn.is_dropped()):  # fmt: skip
-            # Too old, to be pinged, or dropped: the general path checks it all again, in full.
-            return cast("ResultSet", self._run(prepared, _DEFAULT, idempotent, lease=Lease(host, session),
-                                               start=start))  # fmt: skip
-        session.conn = None
-        req_timeout = self._conn_config.request_timeout
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("[%s] session %d: %.200s", conn.host, session.id, redact_statement(prepared.text))
-        try:
-            resp = conn.execute(session.id, prepared.stmt, prepared.params,
-                                None if req_timeout is None else start + req_timeout)  # fmt: skip
+        sent = False
+        try:  # from here on the session is ours: any exception (Ctrl-C in the poll too) gives it back
+            # (a connection from before a fork never gets here: execute() reset the pools first)
+            if (start - conn.last_used > self._fresh_conn_idle
+                    or start - session.last_used > self._fresh_session_idle
+                    or start - conn.created_at > self._fresh_conn_life
+                    or start - session.created_at > self._fresh_session_life
+                    or conn.is_dropped()):  # fmt: skip
+                # Too old, to be pinged, or dropped: the general path checks it all again, in full.
+                lease: Lease | None = Lease(host, session)
+            else:
+                lease = None
+                session.conn = None
+                req_timeout = self._conn_config.request_timeout
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug("[%s] session %d: %.200s", conn.host, session.id,
+                              redact_statement(prepared.text))  # fmt: skip
+                sent = True
+                resp = conn.execute(session.id, prepared.stmt, prepared.params,
+                                    None if req_timeout is None else start + req_timeout)  # fmt: skip
         except BaseException as exc:
-            return self._fast_rest(host, session, conn, prepared, idempotent, start, None, exc)
+            return self._fast_rest(host, session, conn, prepared, idempotent, start, None, exc, sent)
+        if lease is not None:
+            return cast("ResultSet", self._run(prepared, _DEFAULT, idempotent, lease=lease, start=start))
         raw_space = resp.space_name
         if raw_space is not None and raw_space != session.space_raw:
             session.space_raw = raw_space
@@ -649,7 +655,7 @@ class NebulaClient:
         if resp.error_code != 0 or session.space != self._home_space or not self._broker.give_back_ready(
             host, session, conn
         ):
-            return self._fast_rest(host, session, conn, prepared, idempotent, start, resp, None)
+            return self._fast_rest(host, session, conn, prepared, idempotent, start, resp, None, True)
         # _result(), inlined
         return (_RESULT_SET or _result_set()).from_response(
             resp,
@@ -660,11 +666,13 @@ class NebulaClient:
         )
 
     def _fast_rest(self, host: HostEntry, session: ServerSession, conn: Connection, prepared: _Prepared,
-                   idempotent: bool, start: float, resp: Any,
-                   exc: BaseException | None) -> ResultSet:  # fmt: skip
+                   idempotent: bool, start: float, resp: Any, exc: BaseException | None,
+                   sent: bool) -> ResultSet:  # fmt: skip
         """:meth:`_run_fast` after a failure (``exc``) or a reply that is not a plain success:
-        what :meth:`_attempt` and :meth:`_run` do from the same point."""
-        lease = Lease(host, session, statements=1)
+        what :meth:`_attempt` and :meth:`_run` do from the same point. ``sent``: the statement
+        was handed to the connection (counted as one)."""
+        lease = Lease(host, session, statements=int(sent))
+        session.conn = None  # checked out (it may not have been yet): _checkin() decides
         req_timeout = self._conn_config.request_timeout
         overall = self._deadlines(start, req_timeout)[1]
         try:

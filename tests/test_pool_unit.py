@@ -1036,6 +1036,40 @@ def test_client_statement_path_checks_what_the_general_path_checks(
     assert client.stats().host(HOST).statements == 8 and client._broker.busy_count() == 0
 
 
+def test_client_statement_path_interrupted_keeps_nothing(
+    world: FakeWorld, make_client: Callable[..., NebulaClient]
+) -> None:
+    """Ctrl-C anywhere on the short path (here: in the poll before reuse, and while the
+    statement runs) gives the session back; the next statements run normally."""
+    client = make_client(hosts=1, size=1)
+    sid = client.execute("RETURN 0").rows()[0][1]
+    conn = entry_of(client, HOST).idle[-1].conn
+    assert conn is not None
+
+    def interrupted() -> bool:
+        raise KeyboardInterrupt
+
+    conn.is_dropped = interrupted  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt):
+        client.execute("RETURN 1")
+    del conn.is_dropped
+    assert client._broker.busy_count() == 0 and world.executed["RETURN 1"] == 0
+    assert client.execute("RETURN 2").rows()[0][1] == sid
+    running = entry_of(client, HOST).idle[-1].conn
+    assert running is not None
+
+    def interrupted_mid_read(*args: Any) -> Any:
+        running.close()  # as Connection does when interrupted after sending
+        raise KeyboardInterrupt
+
+    running.execute = interrupted_mid_read  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt):
+        client.execute("RETURN 3")
+    assert client._broker.busy_count() == 0
+    assert client.execute("RETURN 4").rows()[0][1] == sid  # the session was kept, on a new connection
+    assert world.violations == [] and client.stats().host(HOST).statements == 4
+
+
 def test_client_wrong_password_leaks_nothing_and_backs_off(
     world: FakeWorld, make_client: Callable[..., NebulaClient], monkeypatch: pytest.MonkeyPatch
 ) -> None:
