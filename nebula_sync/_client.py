@@ -395,6 +395,10 @@ class NebulaClient:
         """
         self._check()
         prepared = _prepare_py(statement, params)
+        if timeout is _DEFAULT and self._fast_path:  # as in execute()
+            fast = self._run_fast(prepared, idempotent)
+            if fast is not None:
+                return fast
         result: ResultSet = self._run(prepared, timeout, idempotent)
         return result
 

@@ -1030,10 +1030,12 @@ def test_client_statement_path_checks_what_the_general_path_checks(
     assert world.executed["RETURN 5"] == 1 and session.conn is not conn and entry.idle[-1].conn.is_usable
     # Parameters change nothing here; a timeout of its own takes the general path.
     assert client.execute("RETURN $p", {"p": 1}).rows()[0][1] == renewed and general[-1] == "RETURN 5"
+    assert client.execute_py("RETURN {{x}}", {"x": 1}).rows()[0][0] == "RETURN 1"
+    assert general[-1] == "RETURN 5"
     client.execute("RETURN 6", timeout=5.0)
     assert general[-1] == "RETURN 6"
     assert world.violations == [] and world.max_running_per_session == 1
-    assert client.stats().host(HOST).statements == 8 and client._broker.busy_count() == 0
+    assert client.stats().host(HOST).statements == 9 and client._broker.busy_count() == 0
 
 
 def test_client_statement_path_interrupted_keeps_nothing(
