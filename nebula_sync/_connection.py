@@ -351,11 +351,7 @@ class Connection:
             else:
                 result = self._decode(data, "executeWithParameter", seqid, _EXECUTE_RESULT).success
             if not isinstance(result, DecodedResponse):
-                raise ProtocolError(
-                    "executeWithParameter reply has no result of the expected type "
-                    f"(got {type(result).__name__})",
-                    host=self.host,
-                )
+                raise self._wrong_result("executeWithParameter", result)
             return result
         except (OSError, _Eof) as exc:
             self.close()
@@ -451,11 +447,7 @@ class Connection:
             frame = self._read_frame(deadline, method)
             result = self._decode(frame, method, seqid, decoder).success
             if not isinstance(result, _RESULT_TYPES[method]):
-                raise ProtocolError(
-                    f"{method} reply has no result of the expected type "
-                    f"(got {type(result).__name__})",
-                    host=self.host,
-                )
+                raise self._wrong_result(method, result)
             return result
         except NebulaError:
             self.close()
@@ -525,6 +517,12 @@ class Connection:
             return buf
         except (OSError, _Eof) as exc:
             raise self._read_failed(method, exc) from exc
+
+    def _wrong_result(self, method: str, result: Any) -> ProtocolError:
+        return ProtocolError(
+            f"{method} reply has no result of the expected type (got {type(result).__name__})",
+            host=self.host,
+        )
 
     def _send_failed(self, method: str, exc: OSError) -> ConnectionFailed:
         """Close after a failed write and say so: a frame graphd did not receive whole never ran."""
