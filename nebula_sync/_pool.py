@@ -372,7 +372,7 @@ class SessionBroker:
             rr = self._rr
             host = hosts[rr]
             idle = host.idle
-            if host.state is not HostState.UP or not idle or idle[-1].conn is None:
+            if host.state != HostState.UP or not idle or idle[-1].conn is None:
                 return None
             self._rr = (rr + 1) % len(hosts)
             host.busy += 1

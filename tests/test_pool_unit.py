@@ -1038,6 +1038,47 @@ def test_client_statement_path_checks_what_the_general_path_checks(
     assert client.stats().host(HOST).statements == 9 and client._broker.busy_count() == 0
 
 
+def test_client_statement_path_under_contention(
+    world: FakeWorld, make_client: Callable[..., NebulaClient], busy_switching: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Threads racing on the short path (take_ready / give_back_ready) and, when a session is
+    busy, the general path: what graphd observes stays right."""
+    hosts, size, threads, per_thread = 2, 3, 9, 120
+    client = make_client(hosts=hosts, size=size, wait_timeout=30.0)
+    broker = client._broker
+    fast = {"n": 0}
+    give_back_ready = broker.give_back_ready
+
+    def counted(*args: Any) -> bool:
+        fast["n"] += 1  # (a lost update under contention only undercounts)
+        return give_back_ready(*args)
+
+    monkeypatch.setattr(broker, "give_back_ready", counted)
+    barrier = threading.Barrier(threads)
+
+    def run(t: int) -> list[str]:
+        barrier.wait(WAIT_LIMIT)
+        wrong = []
+        for i in range(per_thread):
+            rs = client.execute(f"RETURN {t}-{i}")
+            if rs.rows()[0][0] != f"RETURN {t}-{i}" or rs.rows()[0][2] != rs.host:
+                wrong.append(f"{t}-{i}: {rs.rows()[0]}")
+        return wrong
+
+    workers = [Worker(functools.partial(run, t), name=f"fast-{t}") for t in range(threads)]
+    assert [msg for w in workers for msg in w.finish(30)] == []
+    total = threads * per_thread
+    assert sum(world.executed.values()) == total and world.violations == []
+    assert world.max_running_per_session == 1 and world.max_sessions <= hosts * size
+    assert fast["n"] > 0  # the short path was taken...
+    stats = client.stats()
+    assert sum(h.statements for h in stats.hosts) == total and stats.sessions_busy == 0
+    assert all(h.statements > 0 for h in stats.hosts)  # ...and both hosts served
+    client.close()
+    assert world.session_ids() == set() and world.open_count() == 0
+
+
 def test_client_statement_path_interrupted_keeps_nothing(
     world: FakeWorld, make_client: Callable[..., NebulaClient]
 ) -> None:
