@@ -86,8 +86,6 @@ _EXEC_NAME = b"executeWithParameter"
 _pack_exec_head = struct.Struct(f"!IHHIHIIi{len(_EXEC_NAME)}si3sq3si").pack
 _EXEC_FIXED = 14 + 32 + 28  # THeader after the length word; envelope + seq id; fixed body bytes
 _EXEC_TAIL = b"\x0d\x00\x03\x0b\x0c\x00\x00\x00\x00\x00"
-_EXEC_REPLY = struct.pack("!Ii", 0x80010002, len(_EXEC_NAME)) + _EXEC_NAME
-_EXEC_BODY = 18 + len(_EXEC_REPLY) + 4  # where a THeader reply's body starts
 
 
 _ARGS_SPECS: dict[type[Any], list[Any]] = {
@@ -337,35 +335,8 @@ class Connection:
             sock.sendall(frame)
         except OSError as exc:
             raise self._send_failed("executeWithParameter", exc) from exc
-        try:
-            data: bytes | bytearray = sock.recv(_RECV_SIZE)
-            size = len(data)
-            if (size < 4 or size != 4 + _unpack_len(data, 0)[0] or size - 4 > self._limits.max_frame_size
-                    or timeout <= 0):  # fmt: skip
-                # not one whole frame within the limits (or no time left): the general reader
-                data = self._read_frame(deadline, "executeWithParameter", bytes(data))
-            if data[4:18] == _pack_theader_reply(0x0FFF, 0, seqid, 1, 0) and data[18:_EXEC_BODY] == (
-                _EXEC_REPLY + _pack_i32(seqid)
-            ):
-                result = _EXECUTE_RESULT(data, _EXEC_BODY, self._limits).success
-            else:
-                result = self._decode(data, "executeWithParameter", seqid, _EXECUTE_RESULT).success
-            if not isinstance(result, DecodedResponse):
-                raise self._wrong_result("executeWithParameter", result)
-            return result
-        except (OSError, _Eof) as exc:
-            self.close()
-            raise self._read_failed("executeWithParameter", exc) from exc
-        except ProtocolError as exc:
-            exc.host = exc.host or self.host
-            self.close()
-            raise
-        except BaseException:
-            # as in _call(): any failure after sending, KeyboardInterrupt included, closes it
-            self.close()
-            raise
-        finally:
-            self.last_used = time.monotonic()
+        # the socket's timeout covers the deadline (set above): the first recv can go straight out
+        return self._receive("executeWithParameter", seqid, _EXECUTE_RESULT, deadline, timeout > 0)
 
     def execute_json(
         self,
@@ -437,23 +408,40 @@ class Connection:
         return seqid
 
     def _call(self, method: str, args: Any, decoder: Decoder, deadline: float | None) -> Any:
-        """Send one request and return its reply's ``success`` field.
+        """Send one request and return its reply's ``success`` field (see :meth:`_receive`)."""
+        return self._receive(method, self._send(method, args), decoder, deadline)
 
-        Any failure after sending, including a reply without a result of the expected type,
-        closes the connection.
+    def _receive(self, method: str, seqid: int, decoder: Decoder, deadline: float | None,
+                 timed: bool = False) -> Any:  # fmt: skip
+        """Read, check and decode the reply to request ``seqid``; return its ``success`` field.
+
+        ``timed``: the caller set the socket's timeout to cover ``deadline``, so the first
+        ``recv`` goes straight to the socket; a reply that is then one whole frame within the
+        limits needs no more reading (the statement path's common case). Any failure, including
+        a reply without a result of the expected type, closes the connection.
         """
-        seqid = self._send(method, args)
         try:
-            frame = self._read_frame(deadline, method)
+            sock = self._sock
+            if timed and sock is not None:
+                try:
+                    data = sock.recv(_RECV_SIZE)
+                except OSError as exc:
+                    raise self._read_failed(method, exc) from exc
+                size = len(data)
+                frame: bytes | bytearray = data
+                if size < 4 or size != 4 + _unpack_len(data, 0)[0] or size - 4 > self._limits.max_frame_size:
+                    frame = self._read_frame(deadline, method, data)  # the general reader goes on
+            else:
+                frame = self._read_frame(deadline, method)
             result = self._decode(frame, method, seqid, decoder).success
             if not isinstance(result, _RESULT_TYPES[method]):
-                raise self._wrong_result(method, result)
+                raise ProtocolError(
+                    f"{method} reply has no result of the expected type (got {type(result).__name__})",
+                    host=self.host,
+                )
             return result
-        except NebulaError:
-            self.close()
-            raise
         except BaseException:
-            # KeyboardInterrupt or similar mid-read: the reply may still come; never reuse.
+            # KeyboardInterrupt or similar mid-read too: the reply may still come; never reuse.
             self.close()
             raise
         finally:
@@ -517,12 +505,6 @@ class Connection:
             return buf
         except (OSError, _Eof) as exc:
             raise self._read_failed(method, exc) from exc
-
-    def _wrong_result(self, method: str, result: Any) -> ProtocolError:
-        return ProtocolError(
-            f"{method} reply has no result of the expected type (got {type(result).__name__})",
-            host=self.host,
-        )
 
     def _send_failed(self, method: str, exc: OSError) -> ConnectionFailed:
         """Close after a failed write and say so: a frame graphd did not receive whole never ran."""
