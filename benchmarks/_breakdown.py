@@ -150,7 +150,7 @@ def run(address: str, n: int, out: Callable[[str], None] = print) -> None:
             return client.execute("RETURN 1")
 
         def take_ready(self: Any) -> Any:
-            return host, session
+            return host, session, session.conn
 
         def give_back_ready(self: Any, host: Any, session: Any, conn: Any) -> bool:
             session.conn = conn

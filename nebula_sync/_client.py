@@ -625,8 +625,7 @@ class NebulaClient:
         taken = self._broker.take_ready()
         if taken is None:
             return None
-        host, session = taken
-        conn = cast(Connection, session.conn)
+        host, session, conn = taken
         start = time.monotonic()
         sent = False
         try:  # from here on the session is ours: any exception (Ctrl-C in the poll too) gives it back

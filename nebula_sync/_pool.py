@@ -358,12 +358,12 @@ class SessionBroker:
 
     # ---- borrowing ---------------------------------------------------------------------------
 
-    def take_ready(self) -> tuple[HostEntry, ServerSession] | None:
+    def take_ready(self) -> tuple[HostEntry, ServerSession, Connection] | None:
         """Borrow without waiting when the next host in turn is up and has an idle session that
-        kept its connection (the statement path's common case): ``(host, session)``, to be
-        returned with :meth:`give_back_ready` or, wrapped in a :class:`Lease`, :meth:`release`.
-        ``None`` otherwise, with nothing taken: :meth:`borrow` then decides. Never overtakes a
-        waiter. Thread-safe.
+        kept its connection (the statement path's common case): ``(host, session, connection)``,
+        the session still holding the connection, to be returned with :meth:`give_back_ready` or,
+        wrapped in a :class:`Lease`, :meth:`release`. ``None`` otherwise, with nothing taken:
+        :meth:`borrow` then decides. Never overtakes a waiter. Thread-safe.
         """
         with self._lock:
             if self._waiters or self._closed:
@@ -372,11 +372,16 @@ class SessionBroker:
             rr = self._rr
             host = hosts[rr]
             idle = host.idle
-            if host.state != HostState.UP or not idle or idle[-1].conn is None:
+            if host.state != HostState.UP or not idle:
                 return None
+            session = idle[-1]
+            conn = session.conn
+            if conn is None:
+                return None
+            idle.pop()
             self._rr = (rr + 1) % len(hosts)
             host.busy += 1
-            return host, idle.pop()
+            return host, session, conn
 
     def give_back_ready(self, host: HostEntry, session: ServerSession, conn: Any) -> bool:
         """Return a session from :meth:`take_ready` after one statement that succeeded, keeping
