@@ -338,6 +338,10 @@ def _map_key(key: Any, name: str) -> str:
     return f"`{key}`"
 
 
+#: the offset written after a rendered time or datetime: the value is UTC whatever graphd's timezone
+_UTC_SUFFIX = "+00:00"
+
+
 def _iso_date(year: int, month: int, day: int) -> str:
     sign = "-" if year < 0 else ""
     return f"{sign}{abs(year):04d}-{month:02d}-{day:02d}"
@@ -363,9 +367,9 @@ def _wkt_literal(shape: Point | LineString | Polygon, name: str) -> str:
 
 def render_literal(obj: Any, name: str = "value") -> str:
     """``obj`` as an nGQL literal: ``NULL``, ``true``/``false``, numbers, double-quoted escaped
-    strings, ``date("...")``, ``time("...")``, ``datetime("...")`` (UTC), ``duration({...})``,
-    ``ST_GeogFromText("...")``, ``[...]`` for lists and sets, ``{key: ...}`` for maps (keys
-    backquoted when needed).
+    strings, ``date("...")``, ``time("...+00:00")`` and ``datetime("...+00:00")`` (UTC, offset
+    written out), ``duration({...})``, ``ST_GeogFromText("...")``, ``[...]`` for lists and sets,
+    ``{key: ...}`` for maps (keys backquoted when needed).
 
     Raises :class:`ValueError` for NaN/infinity, integers beyond 64 bits and other values nGQL cannot
     write, :class:`TypeError` for unsupported types (vertices, edges, paths, ...); both name ``name``.
@@ -400,23 +404,25 @@ def render_literal(obj: Any, name: str = "value") -> str:
     if isinstance(obj, Mapping):
         parts = [f"{_map_key(k, name)}: {render_literal(v, f'{name}[{k!r}]')}" for k, v in obj.items()]
         return "{" + ", ".join(parts) + "}"
+    # Times and datetimes carry an explicit "+00:00": graphd reads a literal without an offset
+    # in its own configured timezone (timezone_name) and would shift a UTC value by it.
     if isinstance(obj, _dt.datetime):
         d = _utc_datetime(obj)
         text = _iso_date(d.year, d.month, d.day) + "T" + _iso_time(d.hour, d.minute, d.second, d.microsecond)
-        return f'datetime("{text}")'
+        return f'datetime("{text}{_UTC_SUFFIX}")'
     if isinstance(obj, RawDateTime):
         text = _iso_date(obj.year, obj.month, obj.day) + "T"
         text += _iso_time(obj.hour, obj.minute, obj.sec, obj.microsec)
-        return f'datetime("{text}")'
+        return f'datetime("{text}{_UTC_SUFFIX}")'
     if isinstance(obj, _dt.date):
         return f'date("{_iso_date(obj.year, obj.month, obj.day)}")'
     if isinstance(obj, RawDate):
         return f'date("{_iso_date(obj.year, obj.month, obj.day)}")'
     if isinstance(obj, _dt.time):
         t = _utc_time(obj)
-        return f'time("{_iso_time(t.hour, t.minute, t.second, t.microsecond)}")'
+        return f'time("{_iso_time(t.hour, t.minute, t.second, t.microsecond)}{_UTC_SUFFIX}")'
     if isinstance(obj, RawTime):
-        return f'time("{_iso_time(obj.hour, obj.minute, obj.sec, obj.microsec)}")'
+        return f'time("{_iso_time(obj.hour, obj.minute, obj.sec, obj.microsec)}{_UTC_SUFFIX}")'
     if isinstance(obj, _dt.timedelta):
         obj = Duration.from_timedelta(obj)
     if isinstance(obj, Duration):

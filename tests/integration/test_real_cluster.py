@@ -61,6 +61,17 @@ def test_rich_values_round_trip(client: NebulaClient) -> None:
     assert row["lo"].as_int() == -(2**63)
 
 
+def test_temporal_literals_round_trip(client: NebulaClient) -> None:
+    # rendered with an explicit +00:00: equal whatever timezone_name graphd runs with
+    when = dt.datetime(2024, 1, 2, 3, 4, 5, 6000, tzinfo=dt.timezone(dt.timedelta(hours=8)))
+    at = dt.time(23, 30, 1, 250000, tzinfo=dt.timezone.utc)
+    row = client.execute_py("RETURN {{w}} AS w, {{t}} AS t, {{d}} AS d",
+                            {"w": when, "t": at, "d": dt.date(2024, 2, 29)}).one()  # fmt: skip
+    assert row["w"].as_datetime() == when
+    assert row["t"].as_time() == at
+    assert row["d"].as_date() == dt.date(2024, 2, 29)
+
+
 def test_json_interface(client: NebulaClient) -> None:
     doc = client.execute_json("RETURN 1 AS one")
     assert doc["errors"][0]["code"] == 0
