@@ -147,30 +147,36 @@ class ClientStats:
         raise KeyError(name)
 
 
+def _encode(text: str) -> bytes:
+    """A statement's bytes for the wire; ``TypeError`` / ``ValueError`` for what can't be sent."""
+    if not isinstance(text, str):
+        raise TypeError(f"statement must be a str, got {type(text).__name__}")
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"statement is not valid Unicode text: a lone surrogate at position {exc.start}"
+        ) from None
+
+
 class _Prepared:
-    """A statement ready to send: text for errors and logs, bytes and parameter map for the wire."""
+    """A statement ready to send: text for errors and logs, bytes and parameter map for the wire
+    (made by :func:`_prepare`; the statement path passes the three fields without one)."""
 
     __slots__ = ("params", "stmt", "text")
 
-    def __init__(self, text: str, params: dict[bytes, ttypes.Value] | None) -> None:
-        if not isinstance(text, str):
-            raise TypeError(f"statement must be a str, got {type(text).__name__}")
+    def __init__(self, text: str, stmt: bytes, params: dict[bytes, ttypes.Value] | None) -> None:
         self.text = text
-        try:
-            self.stmt = text.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise ValueError(
-                f"statement is not valid Unicode text: a lone surrogate at position {exc.start}"
-            ) from None
+        self.stmt = stmt
         self.params = params
 
 
 def _prepare(statement: str, params: Params) -> _Prepared:
     if params is None:
-        return _Prepared(statement, None)
+        return _Prepared(statement, _encode(statement), None)
     if not isinstance(params, Mapping):
         raise TypeError(f"params must be a mapping of names to values, got {type(params).__name__}")
-    return _Prepared(statement, _params.to_parameter_map(params))
+    return _Prepared(statement, _encode(statement), _params.to_parameter_map(params))
 
 
 def _prepare_py(statement: str, params: Params) -> _Prepared:
@@ -186,7 +192,7 @@ def _prepare_py(statement: str, params: Params) -> _Prepared:
     rendered = _params.render_template(statement, params)
     # ``$name`` references are server-side parameters; send those the statement mentions.
     server = {k: v for k, v in params.items() if re.search(r"\$" + re.escape(k) + r"\b", rendered)}
-    return _Prepared(rendered, _params.to_parameter_map(server) if server else None)
+    return _Prepared(rendered, _encode(rendered), _params.to_parameter_map(server) if server else None)
 
 
 class NebulaClient:
@@ -366,17 +372,21 @@ class NebulaClient:
         :raises OutcomeUnknown: the request was sent but no reply came (see :class:`RequestTimeout`).
         :raises PoolTimeout: no session became free within ``wait_timeout``.
         """
-        # _check() and _prepare() inlined: this is the statement path
+        # _check() and _prepare() inlined: this is the statement path, where no _Prepared is made
         if self._closed:
             raise ClientClosed("the client is closed")
         if _fork._pid != self._pid:
             self._after_fork()
-        prepared = _Prepared(statement, None) if params is None else _prepare(statement, params)
+        if params is None:
+            text, stmt, values = statement, _encode(statement), None
+        else:
+            prepared = _prepare(statement, params)
+            text, stmt, values = prepared.text, prepared.stmt, prepared.params
         if timeout is _DEFAULT and self._fast_path:
-            fast = self._run_fast(prepared, idempotent)
+            fast = self._run_fast(text, stmt, values, idempotent)
             if fast is not None:
                 return fast
-        result: ResultSet = self._run(prepared, timeout, idempotent)
+        result: ResultSet = self._run(_Prepared(text, stmt, values), timeout, idempotent)
         return result
 
     def execute_py(
@@ -396,7 +406,7 @@ class NebulaClient:
         self._check()
         prepared = _prepare_py(statement, params)
         if timeout is _DEFAULT and self._fast_path:  # as in execute()
-            fast = self._run_fast(prepared, idempotent)
+            fast = self._run_fast(prepared.text, prepared.stmt, prepared.params, idempotent)
             if fast is not None:
                 return fast
         result: ResultSet = self._run(prepared, timeout, idempotent)
@@ -612,7 +622,8 @@ class NebulaClient:
             return True
         return False
 
-    def _run_fast(self, prepared: _Prepared, idempotent: bool) -> ResultSet | None:
+    def _run_fast(self, text: str, stmt: bytes, values: dict[bytes, ttypes.Value] | None,
+                  idempotent: bool) -> ResultSet | None:  # fmt: skip
         """The statement path's common case, with the fewest steps: an idle session that kept a
         fresh connection, the default timeout, a plain success. ``None`` if it does not apply
         (nothing was borrowed); anything unusual goes to the general helpers.
@@ -620,7 +631,8 @@ class NebulaClient:
         Same rules as :meth:`_run` + :meth:`_attempt` (tests run both): the connection gets the
         checks :meth:`ConnectionPool.reuse` makes, the session :meth:`_too_old`'s, a reply that is
         not a plain success :meth:`_settle`, and a failure the same retry decision
-        (:meth:`_may_retry`). No :class:`Lease` is made unless one of those is needed.
+        (:meth:`_may_retry`). No :class:`Lease` or :class:`_Prepared` is made unless one of those
+        is needed. ``text``, ``stmt``, ``values``: the fields of a :class:`_Prepared`.
         """
         taken = self._broker.take_ready()
         if taken is None:
@@ -643,13 +655,15 @@ class NebulaClient:
                 req_timeout = self._conn_config.request_timeout
                 if log.isEnabledFor(logging.DEBUG):
                     log.debug("[%s] session %d: %.200s", conn.host, session.id,
-                              redact_statement(prepared.text))  # fmt: skip
+                              redact_statement(text))  # fmt: skip
                 sent = True
-                resp = conn.execute(session.id, prepared.stmt, prepared.params,
+                resp = conn.execute(session.id, stmt, values,
                                     None if req_timeout is None else start + req_timeout)  # fmt: skip
         except BaseException as exc:
-            return self._fast_rest(host, session, conn, prepared, idempotent, start, None, exc, sent)
+            return self._fast_rest(host, session, conn, _Prepared(text, stmt, values), idempotent, start,
+                                   None, exc, sent)  # fmt: skip
         if lease is not None:
+            prepared = _Prepared(text, stmt, values)
             return cast("ResultSet", self._run(prepared, _DEFAULT, idempotent, lease=lease, start=start))
         raw_space = resp.space_name
         if raw_space is not None and raw_space != session.space_raw:
@@ -658,11 +672,12 @@ class NebulaClient:
         if resp.error_code != 0 or session.space != self._home_space or not self._broker.give_back_ready(
             host, session, conn
         ):
+            prepared = _Prepared(text, stmt, values)
             return self._fast_rest(host, session, conn, prepared, idempotent, start, resp, None, True)
         # _result(), inlined
         return (_RESULT_SET or _result_set()).from_response(
             resp,
-            statement=prepared.text,
+            statement=text,
             host=host.name,
             elapsed_us=int((time.monotonic() - start) * 1_000_000),
             timezone_offset=session.timezone_offset,
@@ -838,7 +853,7 @@ class NebulaClient:
     def _use(self, host: HostEntry, conn: Connection, session: ServerSession, space: str,
              deadline: float | None) -> None:  # fmt: skip
         """Switch ``session`` to ``space`` (raises the server's error if it can't)."""
-        prepared = _Prepared(SessionConfig(space=space).use_statement() or "", None)
+        prepared = _prepare(SessionConfig(space=space).use_statement() or "", None)
         reply, code = self._send(conn, session, prepared, None, deadline, False)
         if code != 0:
             raise self._server_error(reply, code, prepared, host, False)
@@ -925,7 +940,7 @@ class NebulaClient:
             cfg = self._session_config
             setup = [s for s in (cfg.use_statement(), *cfg.init_statements) if s]
             for text in setup:
-                prepared = _Prepared(text, None)
+                prepared = _prepare(text, None)
                 reply, code = self._send(conn, session, prepared, None, deadline, False)
                 if code != 0:
                     raise self._server_error(reply, code, prepared, host, False)
@@ -951,7 +966,7 @@ class NebulaClient:
         stmt = self._session_config.use_statement()
         assert stmt is not None
         try:
-            reply, code = self._send(conn, session, _Prepared(stmt, None), None, deadline, False)
+            reply, code = self._send(conn, session, _prepare(stmt, None), None, deadline, False)
         except NebulaError:
             code = -1
         if code != 0:
