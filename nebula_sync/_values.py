@@ -768,12 +768,11 @@ def _nodes_primitive_plain(nodes: Iterable[Node]) -> list[dict[str, Any]]:
     append = out.append
     for n in nodes:
         tags = n._tags
-        if len(tags) == 1:  # the usual vertex: no comprehension (a frame of its own in 3.11)
+        if len(tags) == 1:  # the usual vertex: no comprehension (a frame of its own in 3.11), no list()
             for t, p in tags.items():
-                props = {t: p.copy()}
+                append({"vid": n.vid, "tags": [t], "properties": {t: p.copy()}})
         else:
-            props = {t: p.copy() for t, p in tags.items()}
-        append({"vid": n.vid, "tags": list(tags), "properties": props})
+            append({"vid": n.vid, "tags": list(tags), "properties": {t: p.copy() for t, p in tags.items()}})
     return out
 
 
