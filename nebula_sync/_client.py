@@ -844,11 +844,10 @@ class NebulaClient:
             lease.host.conn_pool.release(conn)
 
     def _too_old(self, session: ServerSession) -> bool:
-        cfg = self._pool_config
+        # the limits _run_fast compares inline (infinity where none is set)
         now = time.monotonic()
-        if cfg.max_idle_time is not None and now - session.last_used > cfg.max_idle_time:
-            return True
-        return cfg.max_lifetime is not None and now - session.created_at > cfg.max_lifetime
+        return (now - session.last_used > self._fresh_session_idle
+                or now - session.created_at > self._fresh_session_life)  # fmt: skip
 
     def _use(self, host: HostEntry, conn: Connection, session: ServerSession, space: str,
              deadline: float | None) -> None:  # fmt: skip
