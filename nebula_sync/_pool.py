@@ -383,7 +383,7 @@ class SessionBroker:
             host.busy += 1
             return host, session, conn
 
-    def give_back_ready(self, host: HostEntry, session: ServerSession, conn: Any) -> bool:
+    def give_back_ready(self, host: HostEntry, session: ServerSession, conn: Connection) -> bool:
         """Return a session from :meth:`take_ready` after one statement that succeeded, keeping
         ``conn``; as :meth:`release` does (counts, idle, hand-off to waiters). ``False``, with
         nothing done, once :meth:`close` began: then give it back as a :class:`Lease`.
