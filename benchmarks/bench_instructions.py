@@ -40,6 +40,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bench_e2e import STATEMENT  # what its clients run
+
 HERE = Path(__file__).resolve().parent
 STATEMENT_CLIENTS = ["raw socket (floor)", "lean prototype", "nebula_sync", "nebula3 SessionPool"]
 DECODE_CLIENTS = ["nebula3", "nebula_sync"]
@@ -162,8 +164,6 @@ def main() -> int:
             print(f"  {payload}: nebula3 / nebula_sync {ratio:.1f}x")
     return 0
 
-
-STATEMENT = "RETURN 1"
 
 if __name__ == "__main__":
     sys.exit(main())
