@@ -5,9 +5,10 @@ statement: encode ``executeWithParameter`` from a pre-built prefix (session id, 
 parameter map, sequence ids packed in), one ``sendall``, ``recv`` until the frame is whole (the
 socket stays blocking; ``SO_RCVTIMEO`` bounds the wait, set once), check the THeader header,
 method name and sequence id with byte comparisons, decode with nebula_sync's own
-``fast.decode_execute_reply`` and wrap the reply in nebula_sync's ``ResultSet``. No session
-handling, failover, fork check, statistics or error recovery: it is not a client, only a measure
-of how much of nebula_sync's time is the unavoidable part.
+``fast.read_execute_reply`` (one reader per worker, as nebula_sync keeps one per connection) and
+wrap the reply in nebula_sync's ``ResultSet``. No session handling, failover, fork check,
+statistics or error recovery: it is not a client, only a measure of how much of nebula_sync's
+time is the unavoidable part.
 
 Speaks to the replay server only (its session id is fixed). One worker per thread; not shared.
 """
@@ -20,7 +21,8 @@ import threading
 from typing import Any
 
 from nebula_sync._result import ResultSet
-from nebula_sync._thrift.fast import decode_execute_reply
+from nebula_sync._thrift.fast import read_execute_reply
+from nebula_sync._thrift.wire import Reader
 from nebula_sync.config import ConnectionConfig
 
 _NAME = b"executeWithParameter"
@@ -45,6 +47,7 @@ class LeanWorker:
         self.lock = threading.Lock()
         self.seqid = 0
         self.sid = b"\x0a\x00\x01" + struct.pack("!q", session_id)
+        self.reader = Reader(_LIMITS)
 
     def execute(self, stmt: str) -> ResultSet:
         text = stmt.encode()
@@ -65,7 +68,7 @@ class LeanWorker:
             if (data[4:6] != b"\x0f\xff" or data[14] != 0 or data[_OFFSET:end] != _REPLY
                     or _I32.unpack_from(data, end)[0] != seqid):  # fmt: skip
                 raise ConnectionError("unexpected reply")
-            resp: Any = decode_execute_reply(data, end + 4, _LIMITS).success
+            resp: Any = read_execute_reply(self.reader, data, end + 4).success
         return ResultSet.from_response(resp, statement=stmt, host="replay", elapsed_us=0)
 
     def close(self) -> None:

@@ -16,12 +16,12 @@ import ssl
 import struct
 import sys
 import time
-from typing import Any, Callable, Union, cast
+from typing import Any, Callable, Union
 
 from nebula_sync import _fork
 from nebula_sync._thrift import service, ttypes, wire
 from nebula_sync._thrift.codes import ERROR_CODES
-from nebula_sync._thrift.fast import DecodedResponse, decode_execute_reply
+from nebula_sync._thrift.fast import DecodedResponse, read_execute_reply
 from nebula_sync.config import ConnectionConfig, HostAddress
 from nebula_sync.errors import (
     ConnectionFailed,
@@ -51,14 +51,14 @@ _RECV_SIZE = 65536
 _CHUNK_SIZE = 1 << 20
 _poll = getattr(select, "poll", None)
 
-Decoder = Callable[[Union[bytes, bytearray], int, wire.Limits], Any]
+Decoder = Callable[[wire.Reader, Union[bytes, bytearray], int], Any]
 
 
 def _struct_decoder(cls: Any) -> Decoder:
     spec = [cls, cls.thrift_spec]
 
-    def decode(buf: bytes | bytearray, pos: int, limits: wire.Limits) -> Any:
-        return wire.decode_struct(buf, pos, spec, limits)
+    def decode(reader: wire.Reader, buf: bytes | bytearray, pos: int) -> Any:
+        return reader.decode(buf, pos, spec)
 
     return decode
 
@@ -76,7 +76,7 @@ _RESULT_TYPES: dict[str, Any] = {
     "executeJsonWithParameter": bytes,
 }
 #: the statement path: values decoded straight to Python objects (see _thrift/fast.py)
-_EXECUTE_RESULT = cast(Decoder, decode_execute_reply)  # it reads bytearray frames too (via BytesIO)
+_EXECUTE_RESULT: Decoder = read_execute_reply
 
 # executeWithParameter without parameters, as one struct.pack: THeader (length, magic, flags,
 # seq id, one header word: protocol 0, no transforms), the CALL envelope and its seq id, field 1
@@ -117,6 +117,7 @@ class Connection:
         "_broken",
         "_framing_theader",
         "_limits",
+        "_reader",
         "_seqid",
         "_poller",
         "_sock",
@@ -140,6 +141,7 @@ class Connection:
         self.host = str(address)
         self.config = config
         self._limits = config.limits
+        self._reader = wire.Reader(config.limits)  # used by the thread holding the connection
         self._framing_theader = config.framing is wire.Framing.THEADER
         self._sock: socket.socket | None = None
         self._poller: Any = None
@@ -544,7 +546,7 @@ class Connection:
                 start = -1
         if start > 0 and frame[start : start + len(expected)] == expected:
             try:
-                return decoder(frame, start + len(expected), self._limits)
+                return decoder(self._reader, frame, start + len(expected))
             except ProtocolError as exc:
                 exc.host = exc.host or self.host
                 raise
@@ -569,7 +571,7 @@ class Connection:
                 raise ProtocolError(f"graphd answered {method} with an exception: {exc.message}")
             if mtype != wire.REPLY:
                 raise ProtocolError(f"reply has message type {mtype}, expected REPLY")
-            return decoder(frame, body, self._limits)
+            return decoder(self._reader, frame, body)
         except ProtocolError as exc:
             if exc.host is None:
                 exc.host = self.host

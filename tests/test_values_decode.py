@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import gc
 import math
+import sys
 from typing import Any
 
 import pytest
@@ -412,8 +413,9 @@ def test_every_name_position_is_checked(where: str) -> None:
             error_code=0, latency_in_us=1, data=T.DataSet(column_names=cols, rows=[T.Row(values=[cell])])
         )
     )
-    with pytest.raises(ProtocolError):
-        wire.decode_struct(raw, 0, fast.EXECUTE_RESULT_FAST)
+    if where != "column":  # the reply's own column names are checked by decode_execute_reply
+        with pytest.raises(ProtocolError):
+            wire.decode_struct(raw, 0, fast.EXECUTE_RESULT_FAST)
     got = fast.decode_execute_reply(raw, 0).success.data
     text = " ".join(got.column_names) + " " + " ".join(format_value(c) for r in got.rows for c in r)
     assert "ok\\xff\\xfe" in text and "\ufffd" not in text
@@ -501,15 +503,42 @@ def test_gc_is_resumed_when_a_large_reply_fails_to_decode() -> None:
     assert gc.isenabled()
 
 
+def test_decoding_keeps_no_reference_to_the_reply_and_leaves_no_garbage() -> None:
+    raw = reply_bytes(_rich_response())
+    reader = wire.Reader()
+    before = sys.getrefcount(raw)
+    fast.read_execute_reply(reader, raw, 0)
+    assert sys.getrefcount(raw) == before  # the reader let the reply go
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(5):
+            fast.read_execute_reply(reader, raw, 0)
+            fast.decode_execute_reply(raw, 0)  # a one-off reader
+            wire.decode_struct(raw, 0, fast.EXECUTE_RESULT)
+        assert gc.collect() == 0  # no reference cycles: reference counting freed everything
+    finally:
+        gc.enable()
+
+
+def test_a_reader_reads_bytearray_frames_and_recovers_after_a_malformed_one() -> None:
+    raw = reply_bytes(_rich_response())
+    reader = wire.Reader()
+    with pytest.raises(ProtocolError):
+        fast.read_execute_reply(reader, raw[: len(raw) // 2], 0)
+    got = fast.read_execute_reply(reader, bytearray(raw), 0).success
+    assert got.data.column_names == ["a", "name", "日本"]
+
+
 def test_large_replies_are_decoded_with_gc_paused(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[bool] = []
-    real = wire.decode_struct
+    real = wire.Reader.decode
 
-    def spy(buf: bytes, pos: int, spec: Any, limits: wire.Limits) -> Any:
+    def spy(reader: wire.Reader, buf: bytes, pos: int, spec: Any) -> Any:
         seen.append(gc.isenabled())
-        return real(buf, pos, spec, limits)
+        return real(reader, buf, pos, spec)
 
-    monkeypatch.setattr(wire, "decode_struct", spy)
+    monkeypatch.setattr(wire.Reader, "decode", spy)
     small = reply_bytes(T.ExecutionResponse(error_code=0, latency_in_us=1))
     rows = [T.Row(values=[V(sVal=b"x" * 100)]) for _ in range(fast.GC_PAUSE_THRESHOLD // 100 + 1)]
     large = reply_bytes(
@@ -582,14 +611,14 @@ def test_plain_conversion_equals_the_checked_one() -> None:
 def test_a_complex_value_counted_elsewhere_meanwhile_makes_a_reply_not_plain(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    real = wire.decode_struct
+    real = wire.Reader.decode
 
-    def with_concurrent_decode(buf: bytes, pos: int, spec: Any, limits: wire.Limits) -> Any:
-        out = real(buf, pos, spec, limits)
+    def with_concurrent_decode(reader: wire.Reader, buf: bytes, pos: int, spec: Any) -> Any:
+        out = real(reader, buf, pos, spec)
         fast._note_complex()  # as another thread's decode of a date would
         return out
 
-    monkeypatch.setattr(wire, "decode_struct", with_concurrent_decode)
+    monkeypatch.setattr(wire.Reader, "decode", with_concurrent_decode)
     assert not _decoded_rows(V(vVal=vertex(s("v"), t={b"a": V(iVal=1)}))).plain
 
 

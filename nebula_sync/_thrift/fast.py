@@ -60,6 +60,7 @@ __all__ = [
     "DecodedResponse",
     "ExecuteReply",
     "decode_execute_reply",
+    "read_execute_reply",
     "decode_value",
     "GC_PAUSE_THRESHOLD",
     "gc_paused",
@@ -193,15 +194,21 @@ def gc_paused() -> Iterator[None]:
 # ---- the decoded response --------------------------------------------------------------------
 
 
+# These three are built by thrift's C decoder directly: a class that is not a ``TFrozenBase`` is
+# made as ``cls()`` (no ``__init__`` here, so no Python code runs) and each field present is set as
+# an attribute; a field the reply leaves out reads as the class attribute. Measured: a Python
+# ``__new__`` taking keywords costs ~5,000 instructions per struct, this ~1,000 (every statement
+# decodes these three). No ``__slots__``: an unset slot would not fall back to the class default.
+
+
 class DecodedDataSet:
     """A decoded top-level ``DataSet``: ``column_names`` (``list[str]``) and ``rows``
     (``list[list[value]]``). A plain record, not shared between threads."""
 
-    __slots__ = ("column_names", "rows")
-
-    def __init__(self, column_names: list[str], rows: list[list[Any]]) -> None:
-        self.column_names = column_names
-        self.rows = rows
+    # The defaults stand for fields the server left out; read_execute_reply() replaces them with
+    # new lists, so they never reach a caller (and a shared list default could be mutated).
+    column_names: list[str] = ()  # type: ignore[assignment]
+    rows: list[list[Any]] = ()  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         return f"DecodedDataSet(column_names={self.column_names!r}, rows=<{len(self.rows)} rows>)"
@@ -211,29 +218,15 @@ class DecodedResponse:
     """A decoded ``ExecutionResponse`` (attributes as in ``docs/internals.md``). A plain record, not
     shared between threads."""
 
-    __slots__ = (
-        "comment", "data", "error_code", "error_msg", "latency_in_us", "plain", "plan_desc", "space_name",
-    )  # fmt: skip
-
-    def __init__(
-        self,
-        error_code: int = 0,
-        latency_in_us: int = 0,
-        data: DecodedDataSet | None = None,
-        space_name: bytes | None = None,
-        error_msg: bytes | None = None,
-        plan_desc: ttypes.PlanDescription | None = None,
-        comment: bytes | None = None,
-    ) -> None:
-        self.error_code = error_code
-        self.latency_in_us = latency_in_us
-        self.data = data
-        self.space_name = space_name
-        self.error_msg = error_msg
-        self.plan_desc = plan_desc
-        self.comment = comment
-        #: every value is None, bool, int, float, str or a graph element made of those
-        self.plain = False
+    error_code: int = 0
+    latency_in_us: int = 0
+    data: DecodedDataSet | None = None
+    space_name: bytes | None = None
+    error_msg: bytes | None = None
+    plan_desc: ttypes.PlanDescription | None = None
+    comment: bytes | None = None
+    #: every value is None, bool, int, float, str or a graph element made of those
+    plain: bool = False
 
     def __repr__(self) -> str:
         return (
@@ -246,10 +239,7 @@ class ExecuteReply:
     """The decoded ``execute`` / ``executeWithParameter`` result struct: ``success`` is the
     :class:`DecodedResponse` (``None`` if the server sent no field 0)."""
 
-    __slots__ = ("success",)
-
-    def __init__(self, success: DecodedResponse | None) -> None:
-        self.success = success
+    success: DecodedResponse | None = None
 
 
 # ---- struct classes whose __new__ returns the Python value ------------------------------------
@@ -610,25 +600,14 @@ class _Path(_Frozen):
 _Row = _NList
 
 
-class _DataSetFast(_Frozen):
-    __slots__ = ()
-
-    def __new__(cls, column_names: list[str] | None = None, rows: list[list[Any]] | None = None) -> Any:
-        data = _onew(DecodedDataSet)  # no __init__ call: this runs on every reply
-        if not column_names:
-            column_names = []
-        elif not all(map(str.isascii, column_names)):  # _names() inlined
-            _names(column_names)
-        data.column_names = column_names
-        data.rows = rows or []
-        return data
-
-
 class _DataSetSafe(_Frozen):
     __slots__ = ()
 
     def __new__(cls, column_names: list[bytes] | None = None, rows: list[list[Any]] | None = None) -> Any:
-        return DecodedDataSet([_s(c) for c in column_names or ()], rows or [])
+        data = _onew(DecodedDataSet)
+        data.column_names = [_s(c) for c in column_names or ()]
+        data.rows = rows or []
+        return data
 
 
 class _NestedDataSetFast(_Frozen):
@@ -643,40 +622,6 @@ class _NestedDataSetSafe(_Frozen):
 
     def __new__(cls, column_names: list[bytes] | None = None, rows: list[list[Any]] | None = None) -> Any:
         return DataSetValue([_s(c) for c in column_names or ()], rows or ())
-
-
-class _ExecutionResponse(_Frozen):
-    __slots__ = ()
-
-    def __new__(
-        cls,
-        error_code: int = 0,
-        latency_in_us: int = 0,
-        data: DecodedDataSet | None = None,
-        space_name: bytes | None = None,
-        error_msg: bytes | None = None,
-        plan_desc: ttypes.PlanDescription | None = None,
-        comment: bytes | None = None,
-    ) -> Any:
-        resp = _onew(DecodedResponse)  # no __init__ call: this runs on every reply
-        resp.error_code = error_code
-        resp.latency_in_us = latency_in_us
-        resp.data = data
-        resp.space_name = space_name
-        resp.error_msg = error_msg
-        resp.plan_desc = plan_desc
-        resp.comment = comment
-        resp.plain = False  # set by decode_execute_reply()
-        return resp
-
-
-class _ExecuteResult(_Frozen):
-    __slots__ = ()
-
-    def __new__(cls, success: DecodedResponse | None = None) -> Any:
-        reply = _onew(ExecuteReply)
-        reply.success = success
-        return reply
 
 
 # ---- specs -----------------------------------------------------------------------------------
@@ -768,11 +713,11 @@ def _build(utf8: bool) -> dict[str, list[Any]]:
     value[1] = _spec(*value_fields)
     member[1] = inner[1] = value[1]
     dataset = [
-        _DataSetFast if utf8 else _DataSetSafe,
+        DecodedDataSet if utf8 else _DataSetSafe,  # fast: decode_execute_reply checks the names
         _spec((1, _L, "column_names", (_STR, txt, False)), (2, _L, "rows", (_ST, row, False))),
     ]
     response = [
-        _ExecutionResponse,
+        DecodedResponse,
         _spec(
             (1, _I32, "error_code", None), (2, _I64, "latency_in_us", None),
             (3, _ST, "data", dataset), (4, _STR, "space_name", "BINARY"),
@@ -781,7 +726,7 @@ def _build(utf8: bool) -> dict[str, list[Any]]:
             (7, _STR, "comment", "BINARY"),
         ),
     ]  # fmt: skip
-    result = [_ExecuteResult, _spec((0, _ST, "success", response))]
+    result = [ExecuteReply, _spec((0, _ST, "success", response))]
     return {"value": value, "response": response, "result": result}
 
 
@@ -792,19 +737,27 @@ _FAST = _build(utf8=True)
 #: :class:`ExecuteReply` whose ``success`` is a :class:`DecodedResponse`. Never fails on bad UTF-8.
 EXECUTE_RESULT: list[Any] = _SAFE["result"]
 #: the same, with names decoded by the C decoder (faster); raises a ProtocolError caused by a
-#: UnicodeDecodeError when a name holds invalid UTF-8 (use :func:`decode_execute_reply`)
+#: UnicodeDecodeError when a name holds invalid UTF-8, except the top-level column names, which
+#: only :func:`decode_execute_reply` checks (use that)
 EXECUTE_RESULT_FAST: list[Any] = _FAST["result"]
 #: ``[cls, spec]`` decoding one graph ``Value`` struct to its Python value (safe strings)
 VALUE: list[Any] = _SAFE["value"]
 
 
 def decode_execute_reply(buf: bytes, pos: int, limits: wire.Limits = wire.DEFAULT_LIMITS) -> ExecuteReply:
-    """Decode an ``execute`` / ``executeWithParameter`` reply body at ``pos``.
+    """Decode an ``execute`` / ``executeWithParameter`` reply body at ``pos`` (see
+    :func:`read_execute_reply`; this one uses a one-off reader). Thread-safe."""
+    return read_execute_reply(wire.Reader(limits), buf, pos)
+
+
+def read_execute_reply(reader: wire.Reader, buf: bytes | bytearray, pos: int) -> ExecuteReply:
+    """Decode an ``execute`` / ``executeWithParameter`` reply body at ``pos`` with ``reader``.
 
     Decodes with the fast spec tree and, only if a name in the reply holds invalid UTF-8 (or
     U+FFFD), again with the safe tree; invalid bytes always become ``\\xNN`` escapes. Large
     replies are decoded with the cyclic GC paused (:func:`gc_paused`). Raises
-    :class:`~nebula_sync.errors.ProtocolError` on anything malformed. Thread-safe.
+    :class:`~nebula_sync.errors.ProtocolError` on anything malformed. As thread-safe as
+    ``reader`` (one user at a time).
     """
     # one function, no context manager: this runs on every statement
     big = len(buf) - pos >= GC_PAUSE_THRESHOLD
@@ -812,21 +765,31 @@ def decode_execute_reply(buf: bytes, pos: int, limits: wire.Limits = wire.DEFAUL
         _pause_gc()
     mark = _note_complex()
     try:
-        reply = wire.decode_struct(buf, pos, EXECUTE_RESULT_FAST, limits)
-        plain = _note_complex() == mark + 1
-    except ProtocolError as exc:
-        if not isinstance(exc.__cause__, UnicodeDecodeError):
-            raise
-        reply = wire.decode_struct(buf, pos, EXECUTE_RESULT, limits)
-        plain = False  # the safe tree does not count
+        try:
+            reply: ExecuteReply = reader.decode(buf, pos, EXECUTE_RESULT_FAST)
+            resp = reply.success
+            if resp is not None:
+                data = resp.data
+                if data is not None:
+                    names = data.column_names
+                    if not all(map(str.isascii, names)):
+                        _names(names)
+                    if type(names) is not list:  # left out by the server
+                        data.column_names = []
+                    if type(data.rows) is not list:
+                        data.rows = []
+                resp.plain = _note_complex() == mark + 1
+            return reply
+        except _Redecode:
+            pass
+        except ProtocolError as exc:
+            if not isinstance(exc.__cause__, UnicodeDecodeError):
+                raise
+        # a name held invalid UTF-8 (or U+FFFD): decode again, every string as bytes
+        return reader.decode(buf, pos, EXECUTE_RESULT)  # type: ignore[no-any-return]  # plain stays False
     finally:
         if big:
             _resume_gc()
-    if not isinstance(reply, ExecuteReply):  # pragma: no cover - the spec always builds one
-        raise ProtocolError("decoder returned an unexpected object")
-    if reply.success is not None:
-        reply.success.plain = plain
-    return reply
 
 
 def decode_value(buf: bytes, pos: int = 0) -> Any:

@@ -202,41 +202,61 @@ def parse_message_header(buf: bytes | bytearray, pos: int) -> tuple[str, int, in
     return name, version & 0xFF, seqid, start + name_len + 4
 
 
-class _Source:
-    """The object ``fastbinary.decode_binary`` reads from: a transport plus the limits.
+class _Transport:
+    """The transport thrift's C decoder reads from: a ``BytesIO`` it is never asked to refill."""
 
-    The C decoder looks up ``trans``, ``string_length_limit``, ``container_length_limit`` and,
-    on the transport, ``cstringio_buf`` and ``cstringio_refill`` by name.
-    """
+    __slots__ = ("cstringio_buf",)
 
-    __slots__ = ("container_length_limit", "cstringio_buf", "string_length_limit", "trans")
-
-    def __init__(self, buf: io.BytesIO, limits: Limits) -> None:
-        self.trans = self
-        self.string_length_limit = limits.max_string_length
-        self.container_length_limit = limits.max_container_length
-        self.cstringio_buf = buf
+    def __init__(self) -> None:
+        self.cstringio_buf = io.BytesIO()
 
     def cstringio_refill(self, partial: bytes, reqlen: int) -> io.BytesIO:
         raise EOFError("message ends inside a struct")
 
 
-def decode_struct(buf: bytes | bytearray, pos: int, spec: list[Any], limits: Limits = DEFAULT_LIMITS) -> Any:
-    """Decode one binary-protocol struct at ``pos`` with the C decoder. ``spec`` is ``[cls, spec]``.
+_reinit = io.BytesIO.__init__
 
-    Any failure (truncation, limits, a malformed value) raises :class:`ProtocolError`.
+
+class Reader:
+    """Decodes binary-protocol structs with thrift's C decoder, within ``limits``.
+
+    ``fastbinary.decode_binary`` looks up ``trans``, ``string_length_limit`` and
+    ``container_length_limit`` on this object by name. The ``BytesIO`` it reads is re-initialised
+    for each call, not made anew: a connection keeps one reader, which saves ~2,500 instructions
+    per statement (allocating and finalising a ``BytesIO`` and a source object). Not thread-safe:
+    one user at a time (a connection is used by one thread at a time).
     """
-    stream = io.BytesIO(buf)
-    stream.seek(pos)
-    try:
-        if _fastbinary is not None:
-            return _fastbinary.decode_binary(None, _Source(stream, limits), spec)
-        return _slow_decode(stream, spec, limits)
-    except ProtocolError:
-        raise
-    except (EOFError, TProtocolException, TTransportException, OverflowError, ValueError,
-            TypeError, KeyError, UnicodeDecodeError, MemoryError, RecursionError) as exc:  # fmt: skip
-        raise ProtocolError(f"could not decode the reply: {type(exc).__name__}: {exc}") from exc
+
+    __slots__ = ("container_length_limit", "limits", "string_length_limit", "trans")
+
+    def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
+        self.limits = limits
+        self.trans = _Transport()
+        self.string_length_limit = limits.max_string_length
+        self.container_length_limit = limits.max_container_length
+
+    def decode(self, buf: bytes | bytearray, pos: int, spec: list[Any]) -> Any:
+        """Decode one struct at ``pos``; ``spec`` is ``[cls, spec]``. Any failure (truncation,
+        limits, a malformed value) raises :class:`ProtocolError`."""
+        stream = self.trans.cstringio_buf
+        _reinit(stream, buf)  # shares a bytes object; copies a bytearray (as BytesIO(buf) does)
+        try:
+            stream.seek(pos)
+            if _fastbinary is None:
+                return _slow_decode(stream, spec, self.limits)
+            return _fastbinary.decode_binary(None, self, spec)
+        except ProtocolError:
+            raise
+        except (EOFError, TProtocolException, TTransportException, OverflowError, ValueError,
+                TypeError, KeyError, UnicodeDecodeError, MemoryError, RecursionError) as exc:  # fmt: skip
+            raise ProtocolError(f"could not decode the reply: {type(exc).__name__}: {exc}") from exc
+        finally:
+            _reinit(stream, b"")  # drop the reply
+
+
+def decode_struct(buf: bytes | bytearray, pos: int, spec: list[Any], limits: Limits = DEFAULT_LIMITS) -> Any:
+    """Decode one binary-protocol struct at ``pos`` with a one-off :class:`Reader`."""
+    return Reader(limits).decode(buf, pos, spec)
 
 
 def _slow_decode(stream: io.BytesIO, spec: list[Any], limits: Limits) -> Any:
