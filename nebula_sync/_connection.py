@@ -86,6 +86,10 @@ _EXEC_NAME = b"executeWithParameter"
 _pack_exec_head = struct.Struct(f"!IHHIHIIi{len(_EXEC_NAME)}si3sq3si").pack
 _EXEC_FIXED = 14 + 32 + 28  # THeader after the length word; envelope + seq id; fixed body bytes
 _EXEC_TAIL = b"\x0d\x00\x03\x0b\x0c\x00\x00\x00\x00\x00"
+# The start of the reply expected after the length word: THeader (magic, flags, seq id, one
+# header word: protocol 0, no transforms, padding), then the REPLY envelope and its seq id.
+_pack_exec_reply = struct.Struct(f"!HHIHIIi{len(_EXEC_NAME)}si").pack
+_EXEC_REPLY_AT = 4 + 14 + 8 + len(_EXEC_NAME) + 4  # where the result struct starts
 
 
 _ARGS_SPECS: dict[type[Any], list[Any]] = {
@@ -337,8 +341,34 @@ class Connection:
             sock.sendall(frame)
         except OSError as exc:
             raise self._send_failed("executeWithParameter", exc) from exc
-        # the socket's timeout covers the deadline (set above): the first recv can go straight out
-        return self._receive("executeWithParameter", seqid, _EXECUTE_RESULT, deadline, timeout > 0)
+        if timeout <= 0:
+            return self._receive("executeWithParameter", seqid, _EXECUTE_RESULT, deadline)
+        # _receive() and _decode() inlined for the common case: the socket's timeout covers the
+        # deadline (set above), so the first recv goes straight out, and a reply that is one whole
+        # frame within the limits, starting with exactly the header and envelope expected, is
+        # decoded here. Anything else goes on in _receive() from what arrived; a failure closes
+        # the connection, as there.
+        try:
+            data = sock.recv(_RECV_SIZE)
+            size = len(data)
+            if (size >= _EXEC_REPLY_AT and size - 4 == _unpack_len(data, 0)[0] <= self._limits.max_frame_size
+                    and data[4:_EXEC_REPLY_AT] == _pack_exec_reply(
+                        0x0FFF, 0, seqid, 1, 0, 0x80010002, 20, _EXEC_NAME, seqid)):  # fmt: skip
+                result = read_execute_reply(self._reader, data, _EXEC_REPLY_AT).success
+                if type(result) is DecodedResponse:
+                    self.last_used = time.monotonic()
+                    return result
+        except OSError as exc:
+            self.close()
+            raise self._read_failed("executeWithParameter", exc) from exc
+        except ProtocolError as exc:
+            self.close()
+            exc.host = exc.host or self.host
+            raise
+        except BaseException:
+            self.close()
+            raise
+        return self._receive("executeWithParameter", seqid, _EXECUTE_RESULT, deadline, data)
 
     def execute_json(
         self,
@@ -414,27 +444,20 @@ class Connection:
         return self._receive(method, self._send(method, args), decoder, deadline)
 
     def _receive(self, method: str, seqid: int, decoder: Decoder, deadline: float | None,
-                 timed: bool = False) -> Any:  # fmt: skip
+                 data: bytes | None = None) -> Any:  # fmt: skip
         """Read, check and decode the reply to request ``seqid``; return its ``success`` field.
 
-        ``timed``: the caller set the socket's timeout to cover ``deadline``, so the first
-        ``recv`` goes straight to the socket; a reply that is then one whole frame within the
-        limits needs no more reading (the statement path's common case). Any failure, including
-        a reply without a result of the expected type, closes the connection.
+        ``data``: what the caller already received of the reply (the statement path). Any
+        failure, including a reply without a result of the expected type, closes the connection.
         """
         try:
-            sock = self._sock
-            if timed and sock is not None:
-                try:
-                    data = sock.recv(_RECV_SIZE)
-                except OSError as exc:
-                    raise self._read_failed(method, exc) from exc
-                size = len(data)
-                frame: bytes | bytearray = data
-                if size < 4 or size != 4 + _unpack_len(data, 0)[0] or size - 4 > self._limits.max_frame_size:
-                    frame = self._read_frame(deadline, method, data)  # the general reader goes on
+            frame: bytes | bytearray
+            if data is not None and len(data) >= 4 and (
+                len(data) - 4 == _unpack_len(data, 0)[0] <= self._limits.max_frame_size
+            ):
+                frame = data  # one whole frame already
             else:
-                frame = self._read_frame(deadline, method)
+                frame = self._read_frame(deadline, method, data)
             result = self._decode(frame, method, seqid, decoder).success
             if not isinstance(result, _RESULT_TYPES[method]):
                 raise ProtocolError(

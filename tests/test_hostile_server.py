@@ -571,10 +571,10 @@ class _CloseBeforeRead(Connection):
 
     __slots__ = ()
 
-    def _read_frame(self, deadline: float | None, method: str) -> Any:
+    def _read_frame(self, deadline: float | None, method: str, data: bytes | None = None) -> Any:
         if method != "verifyClientVersion":
             self.close()
-        return super()._read_frame(deadline, method)
+        return super()._read_frame(deadline, method, data)
 
 
 def test_close_between_write_and_read_is_a_typed_error(serve: Any, conns: list[Connection]) -> None:
@@ -585,6 +585,36 @@ def test_close_between_write_and_read_is_a_typed_error(serve: Any, conns: list[C
     with pytest.raises(NebulaError):
         run(conn)
     assert not conn.is_usable
+
+
+class _InterruptedRecv:
+    """A socket whose ``recv`` is interrupted (as by Ctrl-C); everything else is the real one."""
+
+    def __init__(self, real: socket.socket) -> None:
+        self._real = real
+
+    def recv(self, size: int) -> bytes:
+        raise KeyboardInterrupt
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+def test_an_interrupt_while_waiting_for_the_reply_closes_the_connection(
+    serve: Any, conns: list[Connection]
+) -> None:
+    # the reply may still come: the connection must never be reused
+    server = serve([Handshake(), ReadFrame(), ExpectEof()])
+    conn = Connection(server.host_address, CFG)
+    conns.append(conn)
+    conn.open(time.monotonic() + TIMEOUT)
+    real = conn._sock
+    assert real is not None
+    conn._sock = _InterruptedRecv(real)  # type: ignore[assignment]
+    with pytest.raises(KeyboardInterrupt):
+        run(conn)
+    assert not conn.is_usable
+    real.close()
 
 
 # ---- the bytes Connection writes ---------------------------------------------------------------
