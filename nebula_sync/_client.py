@@ -378,7 +378,12 @@ class NebulaClient:
         if _fork._pid != self._pid:
             self._after_fork()
         if params is None:
-            text, stmt, values = statement, _encode(statement), None
+            # _encode(), inlined for the common case; it makes the error for anything else
+            try:
+                stmt = statement.encode() if type(statement) is str else _encode(statement)
+            except UnicodeEncodeError:
+                stmt = _encode(statement)
+            text, values = statement, None
         else:
             prepared = _prepare(statement, params)
             text, stmt, values = prepared.text, prepared.stmt, prepared.params
