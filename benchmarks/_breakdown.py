@@ -22,7 +22,7 @@ from nebula_sync import NebulaClient, SessionConfig, SessionPoolConfig
 from nebula_sync._connection import Connection
 from nebula_sync._result import ResultSet
 from nebula_sync._thrift import service, wire
-from nebula_sync._thrift.fast import decode_execute_reply
+from nebula_sync._thrift.fast import read_execute_reply
 
 
 def cpu_per_call(fn: Callable[[], Any], n: int, repeat: int = 5) -> float:
@@ -95,7 +95,8 @@ def run(address: str, n: int, out: Callable[[str], None] = print) -> None:
             info = wire.parse_frame(reply, 4)
             _, _, _, pos = wire.parse_message_header(reply, info.offset)
             limits = client._conn_config.limits
-            resp = decode_execute_reply(reply, pos, limits).success
+            reader = wire.Reader(limits)  # as a Connection keeps one
+            resp = read_execute_reply(reader, reply, pos).success
 
             def raw() -> Any:
                 sock.sendall(request)
@@ -130,7 +131,7 @@ def run(address: str, n: int, out: Callable[[str], None] = print) -> None:
             line("  wire.theader_frame", lambda: wire.theader_frame(msg, 1))
             line("  wire.parse_frame", lambda: wire.parse_frame(reply, 4))
             line("  wire.parse_message_header", lambda: wire.parse_message_header(reply, info.offset))
-            line("  fast.decode_execute_reply (1 x 1)", lambda: decode_execute_reply(reply, pos, limits))
+            line("  fast.read_execute_reply (1 x 1)", lambda: read_execute_reply(reader, reply, pos))
             line("  Connection.is_dropped (poll before reuse)", conn.is_dropped)
             line("  os.getpid()", os.getpid)
             line("ResultSet.from_response",
