@@ -713,7 +713,7 @@ def _build(utf8: bool) -> dict[str, list[Any]]:
     value[1] = _spec(*value_fields)
     member[1] = inner[1] = value[1]
     dataset = [
-        DecodedDataSet if utf8 else _DataSetSafe,  # fast: decode_execute_reply checks the names
+        DecodedDataSet if utf8 else _DataSetSafe,  # fast: read_execute_reply checks the names
         _spec((1, _L, "column_names", (_STR, txt, False)), (2, _L, "rows", (_ST, row, False))),
     ]
     response = [
@@ -738,7 +738,7 @@ _FAST = _build(utf8=True)
 EXECUTE_RESULT: list[Any] = _SAFE["result"]
 #: the same, with names decoded by the C decoder (faster); raises a ProtocolError caused by a
 #: UnicodeDecodeError when a name holds invalid UTF-8, except the top-level column names, which
-#: only :func:`decode_execute_reply` checks (use that)
+#: only :func:`read_execute_reply` checks (use it, or :func:`decode_execute_reply`)
 EXECUTE_RESULT_FAST: list[Any] = _FAST["result"]
 #: ``[cls, spec]`` decoding one graph ``Value`` struct to its Python value (safe strings)
 VALUE: list[Any] = _SAFE["value"]
