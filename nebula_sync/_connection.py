@@ -359,8 +359,9 @@ class Connection:
                     self.last_used = time.monotonic()
                     return result
         except OSError as exc:
+            error = self._read_failed("executeWithParameter", exc)  # before close(): it reads _sock
             self.close()
-            raise self._read_failed("executeWithParameter", exc) from exc
+            raise error from exc
         except ProtocolError as exc:
             self.close()
             exc.host = exc.host or self.host
@@ -542,6 +543,11 @@ class Connection:
 
     def _read_failed(self, method: str, exc: BaseException) -> OutcomeUnknown:
         """The error for a failed read after the request was sent (the outcome is unknown)."""
+        if self._sock is None:  # close() ran in another thread after the request was written
+            return OutcomeUnknown(
+                f"connection #{self.id} to {self.host} was closed while waiting for {method}",
+                host=self.host,
+            )
         if isinstance(exc, (socket.timeout, BlockingIOError)):
             return RequestTimeout(
                 f"no reply to {method} from {self.host} within the request timeout; "

@@ -565,26 +565,43 @@ def test_close_from_another_thread_aborts_a_blocked_call(serve: Any, conns: list
     server.wait_until(lambda s: s.eofs == 1)
 
 
-class _CloseBeforeRead(Connection):
-    """Replays one interleaving deterministically: another thread's ``close()`` lands right after
-    the request was written and before the reply is read."""
+class _CloseAfterWrite:
+    """A socket that replays one interleaving deterministically: another thread's ``close()`` of
+    the connection lands right after the request was written and before the reply is read."""
 
-    __slots__ = ()
+    def __init__(self, conn: Connection, real: socket.socket) -> None:
+        self._conn = conn
+        self._real = real
 
-    def _read_frame(self, deadline: float | None, method: str, data: bytes | None = None) -> Any:
-        if method != "verifyClientVersion":
-            self.close()
-        return super()._read_frame(deadline, method, data)
+    def sendall(self, data: bytes) -> None:
+        self._real.sendall(data)
+        self._conn.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
 
 
-def test_close_between_write_and_read_is_a_typed_error(serve: Any, conns: list[Connection]) -> None:
+@pytest.mark.parametrize("path", ["statement path", "general path"])
+def test_close_between_write_and_read_is_a_typed_error(
+    serve: Any, conns: list[Connection], path: str
+) -> None:
     server = serve([Handshake(), ReadFrame(), ExpectEof()])
-    conn = _CloseBeforeRead(server.host_address, CFG)
+    conn = Connection(server.host_address, CFG)
     conns.append(conn)
     conn.open(time.monotonic() + TIMEOUT)
-    with pytest.raises(NebulaError):
-        run(conn)
+    real = conn._sock
+    assert real is not None
+    conn._sock = _CloseAfterWrite(conn, real)  # type: ignore[assignment]
+    # without a deadline a statement takes the general path (_call, _read_frame)
+    deadline = time.monotonic() + TIMEOUT if path == "statement path" else None
+    start = time.monotonic()
+    with pytest.raises(OutcomeUnknown) as info:
+        conn.execute(1, b"RETURN 1", None, deadline)
+    assert type(info.value) is OutcomeUnknown  # not a RequestTimeout: the close was noticed at once
+    assert time.monotonic() - start < 2.0
+    assert "was closed while waiting for executeWithParameter" in str(info.value)
     assert not conn.is_usable
+    server.wait_until(lambda s: s.eofs == 1)
 
 
 class _InterruptedRecv:
