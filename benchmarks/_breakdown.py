@@ -153,12 +153,16 @@ def run(address: str, n: int, out: Callable[[str], None] = print) -> None:
         def take_ready(self: Any) -> Any:
             return host, session, session.conn
 
-        def give_back_ready(self: Any, host: Any, session: Any, conn: Any) -> bool:
+        def give_back_ready(self: Any, host: Any, session: Any, conn: Any, now: float) -> bool:
             session.conn = conn
             return True
 
+        def execute(self: Any, sid: int, text: bytes, params: Any, deadline: Any) -> Any:
+            self.last_used = time.monotonic()  # as the real one does
+            return resp
+
         broker_cls = type(broker)
-        with patched(Connection, "execute", lambda self, sid, text, params, deadline: resp):
+        with patched(Connection, "execute", execute):
             above_conn = line("client.execute, Connection.execute stubbed", stmt)
             with patched(NebulaClient, "_result", lambda self, resp, *a: resp):
                 no_result = line("  + _result (ResultSet) stubbed", stmt)

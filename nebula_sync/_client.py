@@ -28,7 +28,9 @@ from nebula_sync._pool import (
     ServerSession,
     SessionBroker,
 )
+from nebula_sync._result import ResultSet, _wrap_decoded
 from nebula_sync._thrift import ttypes
+from nebula_sync._thrift.fast import DecodedResponse
 from nebula_sync.config import (
     ConnectionConfig,
     HostsSpec,
@@ -52,7 +54,6 @@ from nebula_sync.errors import (
 
 if TYPE_CHECKING:
     from nebula_sync._health import HealthReport, WebPorts
-    from nebula_sync._result import ResultSet
 
 __all__ = ["ClientStats", "HostStats", "NebulaClient", "Session"]
 
@@ -61,20 +62,6 @@ log = logging.getLogger("nebula_sync.client")
 _SESSION_INVALID = (-1002, -1003)
 _DEFAULT: Any = object()  # "not given" for per-call timeouts (None means "no limit")
 Params = Optional[Mapping[str, Any]]
-
-
-def _result_set() -> type[ResultSet]:
-    """``ResultSet``, imported on first use (the results layer imports pandas-free modules only,
-    but keeping it out of the client's import keeps ``import nebula_sync._client`` light)."""
-    global _RESULT_SET
-    if _RESULT_SET is None:
-        from nebula_sync._result import ResultSet
-
-        _RESULT_SET = ResultSet
-    return _RESULT_SET
-
-
-_RESULT_SET: Optional[type[ResultSet]] = None
 
 
 def _request_timeout(cfg: ConnectionConfig, timeout: Any) -> Optional[float]:
@@ -663,7 +650,7 @@ class NebulaClient:
                               redact_statement(text))  # fmt: skip
                 sent = True
                 resp = conn.execute(session.id, stmt, values,
-                                    None if req_timeout is None else start + req_timeout)  # fmt: skip
+                                    None if req_timeout is None else start + req_timeout, start)  # fmt: skip
         except BaseException as exc:
             return self._fast_rest(host, session, conn, _Prepared(text, stmt, values), idempotent, start,
                                    None, exc, sent)  # fmt: skip
@@ -674,19 +661,18 @@ class NebulaClient:
         if raw_space is not None and raw_space != session.space_raw:
             session.space_raw = raw_space
             session.space = raw_space.decode("utf-8", "replace")
+        end = conn.last_used  # the time the reply was in (Connection.execute sets it): one clock read less
         if resp.error_code != 0 or session.space != self._home_space or not self._broker.give_back_ready(
-            host, session, conn
+            host, session, conn, end
         ):
             prepared = _Prepared(text, stmt, values)
             return self._fast_rest(host, session, conn, prepared, idempotent, start, resp, None, True)
-        # _result(), inlined
-        return (_RESULT_SET or _result_set()).from_response(
-            resp,
-            statement=text,
-            host=host.name,
-            elapsed_us=int((time.monotonic() - start) * 1_000_000),
-            timezone_offset=session.timezone_offset,
-        )
+        # _result(), inlined; a connection from a connection_factory may return a plain struct
+        elapsed_us = int((end - start) * 1_000_000)
+        if type(resp) is DecodedResponse:
+            return _wrap_decoded(resp, text, host.name, elapsed_us, session.timezone_offset)
+        return ResultSet.from_response(resp, statement=text, host=host.name, elapsed_us=elapsed_us,
+                                       timezone_offset=session.timezone_offset)  # fmt: skip
 
     def _fast_rest(self, host: HostEntry, session: ServerSession, conn: Connection, prepared: _Prepared,
                    idempotent: bool, start: float, resp: Any, exc: BaseException | None,
@@ -733,7 +719,7 @@ class NebulaClient:
         if as_json:
             return resp
         elapsed_us = int((time.monotonic() - start) * 1_000_000)
-        return (_RESULT_SET or _result_set()).from_response(
+        return ResultSet.from_response(
             resp,
             statement=prepared.text,
             host=host.name,

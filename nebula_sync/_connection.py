@@ -82,13 +82,17 @@ _EXECUTE_RESULT: Decoder = read_execute_reply
 # seq id, one header word: protocol 0, no transforms), the CALL envelope and its seq id, field 1
 # (session id, i64) and the head of field 2 (statement, binary); then the statement and _EXEC_TAIL
 # (field 3: an empty parameter map, then the struct's end). Byte-identical to _send()'s frame.
+# The constant runs are packed as byte strings: struct.pack costs per argument (9 here, not 14).
 _EXEC_NAME = b"executeWithParameter"
-_pack_exec_head = struct.Struct(f"!IHHIHIIi{len(_EXEC_NAME)}si3sq3si").pack
+_EXEC_MAGIC = struct.pack("!HH", 0x0FFF, 0)  # THeader magic, flags
+_EXEC_CALL = struct.pack("!HIIi", 1, 0, 0x80010001, len(_EXEC_NAME)) + _EXEC_NAME  # header, envelope
+_pack_exec_head = struct.Struct(f"!I4sI{len(_EXEC_CALL)}sI3sq3si").pack
 _EXEC_FIXED = 14 + 32 + 28  # THeader after the length word; envelope + seq id; fixed body bytes
 _EXEC_TAIL = b"\x0d\x00\x03\x0b\x0c\x00\x00\x00\x00\x00"
 # The start of the reply expected after the length word: THeader (magic, flags, seq id, one
 # header word: protocol 0, no transforms, padding), then the REPLY envelope and its seq id.
-_pack_exec_reply = struct.Struct(f"!HHIHIIi{len(_EXEC_NAME)}si").pack
+_EXEC_REPLY = struct.pack("!HIIi", 1, 0, 0x80010002, len(_EXEC_NAME)) + _EXEC_NAME
+_pack_exec_reply = struct.Struct(f"!4sI{len(_EXEC_REPLY)}sI").pack
 _EXEC_REPLY_AT = 4 + 14 + 8 + len(_EXEC_NAME) + 4  # where the result struct starts
 
 
@@ -311,8 +315,11 @@ class Connection:
         stmt: bytes,
         params: dict[bytes, ttypes.Value] | None,
         deadline: float | None,
+        now: float | None = None,
     ) -> Any:
         """Run a statement (``executeWithParameter``); returns the decoded ``ExecutionResponse``.
+        ``now``: the caller's ``time.monotonic()`` of moments ago, if it has one (saves a clock
+        read). On return, :attr:`last_used` is the ``time.monotonic()`` at which the reply was in.
 
         The statement path: for the common case (THeader, no parameters, a deadline, a reply
         that arrives in one ``recv`` with the expected header) this is one function, with the
@@ -325,17 +332,18 @@ class Connection:
                               _EXECUTE_RESULT, deadline)  # fmt: skip
         seqid = self._seqid = (self._seqid + 1) & 0x7FFFFFFF
         frame = _pack_exec_head(
-            _EXEC_FIXED + len(stmt), 0x0FFF, 0, seqid, 1, 0, 0x80010001, 20, _EXEC_NAME, seqid,
-            b"\x0a\x00\x01", session_id, b"\x0b\x00\x02", len(stmt),
+            _EXEC_FIXED + len(stmt), _EXEC_MAGIC, seqid, _EXEC_CALL, seqid, b"\x0a\x00\x01", session_id,
+            b"\x0b\x00\x02", len(stmt),
         ) + stmt + _EXEC_TAIL
-        timeout = deadline - time.monotonic()
+        timeout = deadline - (time.monotonic() if now is None else now)
         current = self._timeout
-        # _settimeout()'s test, inlined: the socket nearly always has the wanted timeout already.
-        # When it is set, 1 ms more (within the tolerance): the next statement's wait, a few
-        # microseconds longer or shorter, then needs no system call.
-        if timeout <= 0 or current is None or current is _UNSET or not 0 <= current - timeout <= max(
-            0.005, 0.02 * timeout
-        ):
+        # _settimeout()'s test, inlined (with no max() call: within 5 ms, or else within 2 %): the
+        # socket nearly always has the wanted timeout already. When it is set, 1 ms more (within
+        # the tolerance): the next statement's wait, a few microseconds longer or shorter, then
+        # needs no system call.
+        if (timeout <= 0 or current is None or current is _UNSET
+                or not 0 <= current - timeout <= 0.005
+                and not 0 <= current - timeout <= 0.02 * timeout):  # fmt: skip
             self._settimeout(sock, timeout + 0.001 if timeout > 0 else 0.001)
         try:
             sock.sendall(frame)
@@ -348,12 +356,13 @@ class Connection:
         # frame within the limits, starting with exactly the header and envelope expected, is
         # decoded here. Anything else goes on in _receive() from what arrived; a failure closes
         # the connection, as there.
+        # Packed while the server works on the request, not after the reply is in.
+        expected = _pack_exec_reply(_EXEC_MAGIC, seqid, _EXEC_REPLY, seqid)
         try:
             data = sock.recv(_RECV_SIZE)
             size = len(data)
             if (size >= _EXEC_REPLY_AT and size - 4 == _unpack_len(data, 0)[0] <= self._limits.max_frame_size
-                    and data[4:_EXEC_REPLY_AT] == _pack_exec_reply(
-                        0x0FFF, 0, seqid, 1, 0, 0x80010002, 20, _EXEC_NAME, seqid)):  # fmt: skip
+                    and data[4:_EXEC_REPLY_AT] == expected):  # fmt: skip
                 result = read_execute_reply(self._reader, data, _EXEC_REPLY_AT).success
                 if type(result) is DecodedResponse:
                     self.last_used = time.monotonic()

@@ -564,7 +564,8 @@ class FakeConnection:
             self._leave()
 
     def execute(self, session_id: int, stmt: bytes, params: Optional[dict[bytes, ttypes.Value]],
-                deadline: Optional[float]) -> ttypes.ExecutionResponse:  # fmt: skip
+                deadline: Optional[float], now: Optional[float] = None,
+                ) -> ttypes.ExecutionResponse:  # fmt: skip
         code, text, space = self._run(session_id, stmt, "execute")
         if code:
             return ttypes.ExecutionResponse(

@@ -344,6 +344,35 @@ def test_idempotent_statement_is_retried_after_a_drop(fake_graphd: FakeGraphd) -
         assert client.execute("RETURN 'flaky'", idempotent=True).rows() == [("flaky",)]
 
 
+def test_elapsed_time_and_last_use_come_from_the_reply(
+    fake_graphd: FakeGraphd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The short path reads the clock once after the reply (Connection.execute's last_used) and uses
+    # it for the result's elapsed time and the session's last use.
+    fake_graphd.script("RETURN 'slow'", delay=0.2, columns=["v"], rows=[["late"]])
+    with make_client(fake_graphd, size=1) as client:
+        client.execute("RETURN 1")  # the session and its connection now exist
+        broker = client._broker
+        returned: list[float] = []
+        give_back_ready = broker.give_back_ready
+
+        def spy(host: Any, session: Any, conn: Any, now: float) -> bool:
+            returned.append(now)
+            return give_back_ready(host, session, conn, now)
+
+        monkeypatch.setattr(broker, "give_back_ready", spy)
+        before = time.monotonic()
+        rs = client.execute("RETURN 'slow'")
+        after = time.monotonic()
+        assert len(returned) == 1  # it took the short path
+        assert 200_000 <= rs.elapsed_us <= (after - before) * 1_000_000
+        (session,) = broker.hosts[0].idle
+        assert before + 0.2 <= session.last_used == returned[0] <= after
+        # the general path (a per-call timeout) measures the same way
+        rs = client.execute("RETURN 'slow'", timeout=5.0)
+        assert rs.elapsed_us >= 200_000 and len(returned) == 1
+
+
 def test_per_call_timeout_overrides_request_timeout(fake_graphd: FakeGraphd) -> None:
     fake_graphd.script("RETURN 'slow'", delay=1.0)
     with make_client(fake_graphd, size=1) as client:
