@@ -123,7 +123,8 @@ def _name(text: str) -> str:
 
 def _names(texts: Any) -> Any:
     """``texts`` (names or a dict keyed by names) after checking none holds U+FFFD."""
-    if not all(map(str.isascii, texts)) and any("\ufffd" in t for t in texts):
+    # all ASCII <=> their concatenation is: one join and one check (all(map(...)) costs ~4x more)
+    if not "".join(texts).isascii() and any("\ufffd" in t for t in texts):
         raise _Redecode
     return texts
 
@@ -772,7 +773,7 @@ def read_execute_reply(reader: wire.Reader, buf: bytes | bytearray, pos: int) ->
                 data = resp.data
                 if data is not None:
                     names = data.column_names
-                    if not all(map(str.isascii, names)):
+                    if not "".join(names).isascii():  # as in _names()
                         _names(names)
                     if type(names) is not list:  # left out by the server
                         data.column_names = []
