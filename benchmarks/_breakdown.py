@@ -4,7 +4,7 @@ Each line is the best of five timed loops of CPU time per call (``time.process_t
 against the replay server. Layers are attributed by subtraction: the whole ``client.execute``, then
 with the layer below stubbed out in this process (``Connection.execute`` returning a pre-decoded
 reply, then the result wrapping, the connection pool and the session broker each replaced by a
-constant). The stubs reach into private attributes (``client._broker``, ``NebulaClient._result``,
+constant). The stubs reach into private attributes (``client._broker``, ``_client._wrap_decoded``,
 ``SessionBroker.take_ready``); if those change, the attribution says so and the rest still runs.
 
 Not a test, and not thread-safe: it patches classes for the duration of one measurement.
@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from nebula_sync import NebulaClient, SessionConfig, SessionPoolConfig
+from nebula_sync import NebulaClient, SessionConfig, SessionPoolConfig, _client
 from nebula_sync._connection import Connection
 from nebula_sync._result import ResultSet
 from nebula_sync._thrift import service, wire
@@ -157,15 +157,15 @@ def run(address: str, n: int, out: Callable[[str], None] = print) -> None:
             session.conn = conn
             return True
 
-        def execute(self: Any, sid: int, text: bytes, params: Any, deadline: Any) -> Any:
+        def execute(self: Any, sid: int, text: bytes, params: Any, deadline: Any, now: Any = None) -> Any:
             self.last_used = time.monotonic()  # as the real one does
             return resp
 
         broker_cls = type(broker)
         with patched(Connection, "execute", execute):
             above_conn = line("client.execute, Connection.execute stubbed", stmt)
-            with patched(NebulaClient, "_result", lambda self, resp, *a: resp):
-                no_result = line("  + _result (ResultSet) stubbed", stmt)
+            with patched(_client, "_wrap_decoded", lambda resp, *a: resp):
+                no_result = line("  + _wrap_decoded (ResultSet) stubbed", stmt)
                 with patched(Connection, "is_dropped", lambda self: False):
                     no_poll = line("  + poll before reuse (Connection.is_dropped) stubbed", stmt)
                     with patched(broker_cls, "take_ready", take_ready), \
