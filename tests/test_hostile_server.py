@@ -586,9 +586,7 @@ def test_close_between_write_and_read_is_a_typed_error(
     serve: Any, conns: list[Connection], path: str
 ) -> None:
     server = serve([Handshake(), ReadFrame(), ExpectEof()])
-    conn = Connection(server.host_address, CFG)
-    conns.append(conn)
-    conn.open(time.monotonic() + TIMEOUT)
+    conn = connect(server, conns)
     real = conn._sock
     assert real is not None
     conn._sock = _CloseAfterWrite(conn, real)  # type: ignore[assignment]
@@ -622,9 +620,7 @@ def test_an_interrupt_while_waiting_for_the_reply_closes_the_connection(
 ) -> None:
     # the reply may still come: the connection must never be reused
     server = serve([Handshake(), ReadFrame(), ExpectEof()])
-    conn = Connection(server.host_address, CFG)
-    conns.append(conn)
-    conn.open(time.monotonic() + TIMEOUT)
+    conn = connect(server, conns)
     real = conn._sock
     assert real is not None
     conn._sock = _InterruptedRecv(real)  # type: ignore[assignment]
