@@ -488,11 +488,7 @@ class Connection:
         """Read one reply frame; ``data`` is what a caller already received of it (may be whole)."""
         sock = self._sock
         if sock is None:
-            # close() ran in another thread after the request was written.
-            raise OutcomeUnknown(
-                f"connection #{self.id} to {self.host} was closed while waiting for {method}",
-                host=self.host,
-            )
+            raise self._closed_while_waiting(method)
         try:
             if data is None:
                 timeout = None if deadline is None else deadline - time.monotonic()  # _remaining()
@@ -550,13 +546,16 @@ class Connection:
             host=self.host,
         )
 
+    def _closed_while_waiting(self, method: str) -> OutcomeUnknown:
+        """The error when ``close()`` ran in another thread after the request was written."""
+        return OutcomeUnknown(
+            f"connection #{self.id} to {self.host} was closed while waiting for {method}", host=self.host
+        )
+
     def _read_failed(self, method: str, exc: BaseException) -> OutcomeUnknown:
         """The error for a failed read after the request was sent (the outcome is unknown)."""
-        if self._sock is None:  # close() ran in another thread after the request was written
-            return OutcomeUnknown(
-                f"connection #{self.id} to {self.host} was closed while waiting for {method}",
-                host=self.host,
-            )
+        if self._sock is None:
+            return self._closed_while_waiting(method)
         if isinstance(exc, (socket.timeout, BlockingIOError)):
             return RequestTimeout(
                 f"no reply to {method} from {self.host} within the request timeout; "
