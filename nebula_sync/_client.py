@@ -964,37 +964,57 @@ class NebulaClient:
             self._signout(host, session, conn)
 
     def _signout(self, host: HostEntry, session: ServerSession, conn: Connection | None) -> None:
-        """Sign a session out (oneway, best effort) on ``conn`` if usable, else on the connection
-        the session kept, else a pooled one. The kept connection goes back to the pool."""
+        """Sign a session out (oneway, best effort) on ``conn``, else on the connection the session
+        kept, else on a pooled or new one. The kept connection goes back to the pool.
+
+        A connection the peer has closed is skipped: a oneway request written after its FIN is
+        lost without an error (the send succeeds), and one after its RST fails; either way the
+        session would stay on graphd until its idle timeout.
+        """
         parked, session.conn = session.conn, None
+        signed_out = False
         try:
-            use = conn if conn is not None and conn.is_usable else None
-            if use is None and parked is not None and parked.is_usable:
-                use = parked
-            if use is not None:
-                use.signout(session.id)
-            else:
-                deadline = time.monotonic() + (self._conn_config.connect_timeout or 5.0)
+            for use in (conn, parked):
+                if use is None or not use.is_usable or use.is_dropped():
+                    continue
                 try:
-                    other = host.conn_pool.acquire(deadline)
-                except ClientClosed:
-                    other = self._factory(host.address, self._conn_config)
-                    other.open(deadline)
-                    try:
-                        other.signout(session.id)
-                    finally:
-                        other.close()
-                else:
-                    try:
-                        other.signout(session.id)
-                    finally:
-                        host.conn_pool.release(other)
-            self._broker.count(host, "sessions_signed_out")
-        except NebulaError as exc:
-            log.debug("could not sign out session %d on %s: %s", session.id, host.name, exc)
+                    use.signout(session.id)
+                except NebulaError as exc:
+                    log.debug("sign-out of session %d on %s failed, trying another connection: %s",
+                              session.id, host.name, exc)  # fmt: skip
+                    continue
+                signed_out = True
+                break
         finally:
+            # Back to the pool before another is taken: in a full pool its slot is the one needed.
             if parked is not None:
                 host.conn_pool.release(parked)
+        if not signed_out:
+            try:
+                self._signout_on_another(host, session)
+            except NebulaError as exc:
+                log.debug("could not sign out session %d on %s: %s", session.id, host.name, exc)
+                return
+        self._broker.count(host, "sessions_signed_out")
+
+    def _signout_on_another(self, host: HostEntry, session: ServerSession) -> None:
+        """Send a sign-out on a pooled connection (validated by the pool), or on a new one that is
+        closed at once if the pool is closed. Raises ``NebulaError`` if it can't."""
+        deadline = time.monotonic() + (self._conn_config.connect_timeout or 5.0)
+        try:
+            other = host.conn_pool.acquire(deadline)
+        except ClientClosed:
+            other = self._factory(host.address, self._conn_config)
+            other.open(deadline)
+            try:
+                other.signout(session.id)
+            finally:
+                other.close()
+        else:
+            try:
+                other.signout(session.id)
+            finally:
+                host.conn_pool.release(other)
 
 
 class Session:

@@ -1282,6 +1282,26 @@ def test_client_close_signs_out_every_session_and_is_idempotent(
     assert world.counts["execute"] == counts["execute"]
 
 
+def test_a_failed_sign_out_send_moves_on_to_another_connection(
+    world: FakeWorld, make_client: Callable[..., NebulaClient]
+) -> None:
+    # The kept connection passes the dropped check, and then the send fails (the peer's RST came
+    # in between): the sign-out is sent on another connection, not given up.
+    client = make_client(hosts=1, size=1)
+    client.execute("RETURN 1")
+    (kept,) = world.conns
+
+    def fail(session_id: int) -> None:
+        kept.close()
+        raise ConnectionFailed("reset by peer (fake)", host=kept.host)
+
+    kept.signout = fail  # type: ignore[method-assign]
+    client.close()
+    assert world.session_ids() == set()
+    assert len(world.conns) == 2 and world.counts["signout"] == 1
+    assert client.stats().hosts[0].sessions_signed_out == 1
+
+
 def test_client_close_waits_for_a_statement_in_flight(
     world: FakeWorld, make_client: Callable[..., NebulaClient]
 ) -> None:

@@ -5,7 +5,8 @@
 * the per-user session limit (graphd's ``max_sessions_per_ip_per_user``) gives a clear error that
   names the limit, and the client recovers once sessions are free;
 * the unhappy paths (timeouts, server errors, exceptions inside ``session()`` blocks, forgotten
-  sessions, ``close()`` cutting off a statement) leave nothing behind either.
+  sessions, a kept connection dropped while idle, ``close()`` cutting off a statement) leave
+  nothing behind either.
 """
 
 from __future__ import annotations
@@ -199,6 +200,23 @@ def test_wrong_password_clients_leave_nothing() -> None:
                 client.execute("RETURN 1")
         stats = settled(server)
         assert stats.authentications == 0 and stats.sessions_open == 0
+
+
+@pytest.mark.parametrize("reset", [False, True], ids=["FIN", "RST"])
+def test_close_signs_out_a_session_whose_kept_connection_was_dropped(
+    fake_graphd: FakeGraphd, reset: bool
+) -> None:
+    # An idle session keeps the connection it last used. If graphd (or anything between) closed
+    # that connection, the sign-out must not go into it: after a FIN the send itself succeeds
+    # and the request is lost; after an RST the send fails. Either way the next one is used.
+    client = make_client(fake_graphd, size=1)
+    try:
+        assert client.execute("RETURN 1").rows() == [(1,)]
+        assert fake_graphd.drop_connections(reset=reset) == 1
+    finally:
+        client.close()
+    stats = settled(fake_graphd)
+    assert stats.authentications == 1 and stats.signouts == 1
 
 
 def test_close_cutting_off_a_statement_still_signs_its_session_out(fake_graphd: FakeGraphd) -> None:
