@@ -195,7 +195,7 @@ def test_wait_timeout_zero_fails_at_once(fake_graphd: FakeGraphd) -> None:
         start = time.monotonic()
         with pytest.raises(PoolTimeout):
             client.execute("RETURN 1")
-        assert time.monotonic() - start < 0.1
+        assert time.monotonic() - start < 1.0  # the held statement never ends: any wait would show
         rule.release()
         blocked.result(5)
 
@@ -326,7 +326,7 @@ def test_slow_statement_times_out_and_the_next_gets_its_own_result(fake_graphd: 
         with pytest.raises(RequestTimeout) as info:
             client.execute("RETURN 'slow'")
         elapsed = time.monotonic() - start
-        assert 0.5 <= elapsed <= 1.0
+        assert 0.5 <= elapsed < 1.5  # the reply comes at 2.0 s; the margin is scheduling slack
         assert isinstance(info.value, OutcomeUnknown) and not info.value.is_retryable()
         assert client.stats().hosts[0].connections_discarded >= 1
         assert client.execute("RETURN 'fresh' AS v").rows() == [("fresh",)]
