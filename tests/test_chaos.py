@@ -43,6 +43,7 @@ import pytest
 
 from nebula_sync import ConnectionConfig, NebulaClient, SessionPoolConfig
 from nebula_sync._connection import Connection
+from nebula_sync.config import HostAddress
 from nebula_sync.errors import NebulaError
 from nebula_sync.testing import FakeGraphd
 from nebula_sync.testing._proxy import FaultProxy
@@ -273,23 +274,31 @@ class SessionLedger:
         self.received: set[int] = set()
         self.failed = 0
 
-    def factory(self, address: Any, config: ConnectionConfig) -> Connection:
-        ledger = self
+    def factory(self, address: HostAddress, config: ConnectionConfig) -> Connection:
+        return LedgerConnection(address, config, self)
 
-        class Recording(Connection):
-            def authenticate(self, username: str, password: str, deadline: float | None) -> Any:
-                try:
-                    resp = super().authenticate(username, password, deadline)
-                except NebulaError:
-                    with ledger.lock:
-                        ledger.failed += 1
-                    raise
-                if resp.error_code == 0 and resp.session_id is not None:
-                    with ledger.lock:
-                        ledger.received.add(resp.session_id)
-                return resp
 
-        return Recording(address, config)
+class LedgerConnection(Connection):
+    """A connection that records what its ``authenticate`` calls returned in a ledger."""
+
+    __slots__ = ("ledger",)
+
+    def __init__(self, address: HostAddress, config: ConnectionConfig, ledger: SessionLedger) -> None:
+        super().__init__(address, config)
+        self.ledger = ledger
+
+    def authenticate(self, username: str, password: str, deadline: float | None) -> Any:
+        ledger = self.ledger
+        try:
+            resp = super().authenticate(username, password, deadline)
+        except NebulaError:
+            with ledger.lock:
+                ledger.failed += 1
+            raise
+        if resp.error_code == 0 and resp.session_id is not None:
+            with ledger.lock:
+                ledger.received.add(resp.session_id)
+        return resp
 
 
 def open_fds() -> int:

@@ -20,6 +20,8 @@ from typing import Any, Callable
 import pytest
 
 from nebula_sync import ConnectionConfig, NebulaClient, SessionConfig, SessionPoolConfig
+from nebula_sync._connection import Connection
+from nebula_sync.config import HostAddress
 from nebula_sync.errors import (
     AuthenticationError,
     ClientClosed,
@@ -209,10 +211,18 @@ def test_close_signs_out_a_session_whose_kept_connection_was_dropped(
     # An idle session keeps the connection it last used. If graphd (or anything between) closed
     # that connection, the sign-out must not go into it: after a FIN the send itself succeeds
     # and the request is lost; after an RST the send fails. Either way the next one is used.
-    client = make_client(fake_graphd, size=1)
+    conns: list[Connection] = []
+
+    def factory(address: HostAddress, config: ConnectionConfig) -> Connection:
+        conns.append(Connection(address, config))
+        return conns[-1]
+
+    client = make_client(fake_graphd, size=1, connection_factory=factory)
     try:
         assert client.execute("RETURN 1").rows() == [(1,)]
         assert fake_graphd.drop_connections(reset=reset) == 1
+        (kept,) = conns
+        wait_until(kept.is_dropped)  # the FIN or RST has reached the client's socket
     finally:
         client.close()
     stats = settled(fake_graphd)
