@@ -27,6 +27,7 @@ Run::
     /tmp/venv/bin/python benchmarks/bench_e2e.py --profile  # + cProfile of nebula_sync, 1 thread
     /tmp/venv/bin/python benchmarks/bench_e2e.py --breakdown  # + CPU per statement by layer
     /tmp/venv/bin/python benchmarks/bench_e2e.py --lean       # + the minimal statement path (_lean.py)
+    /tmp/venv/bin/python benchmarks/bench_e2e.py --pin split  # clients on CPU 0, server on CPU 1
 
 Not a test: it reports (and exits 0) whatever the figures are.
 """
@@ -370,6 +371,12 @@ def profile_nebula_sync(address: str, statements: int) -> str:
     return out.getvalue()
 
 
+def pin(pid: int, cpus: set[int]) -> None:
+    """Pin every thread of process ``pid`` to ``cpus`` (threads it starts later inherit it)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        os.sched_setaffinity(int(tid), cpus)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="few statements and rounds (smoke run)")
@@ -380,7 +387,14 @@ def main() -> int:
                     help="also run the minimal pure-Python statement path of _lean.py, for reference")
     ap.add_argument("--breakdown", action="store_true",
                     help="also attribute nebula_sync's CPU per statement to its layers (_breakdown.py)")
+    ap.add_argument("--pin", choices=["split", "same"], default=None,
+                    help="pin the clients to CPU 0 and the replay server to CPU 1 (split) or 0 (same); "
+                         "default: the scheduler places both")
     args = ap.parse_args()
+    if args.pin and not hasattr(os, "sched_setaffinity"):
+        ap.error("--pin needs os.sched_setaffinity (Linux)")
+    if args.pin == "split" and len(os.sched_getaffinity(0)) < 2:
+        ap.error("--pin split needs two CPUs")
     rounds = args.rounds or (1 if args.quick else 5)
     statements = args.statements or (1_000 if args.quick else 8_000)
     warmup = 50 if args.quick else 300
@@ -388,6 +402,9 @@ def main() -> int:
 
     server = ReplayServer()
     try:
+        if args.pin:
+            pin(os.getpid(), {0})
+            pin(server.proc.pid, {1} if args.pin == "split" else {0})
         host, port = "127.0.0.1", server.port
         benches: list[Bench] = [
             RawSocket(host, port),
@@ -400,7 +417,8 @@ def main() -> int:
         print(f"Python {platform.python_version()}, thrift {importlib.metadata.version('thrift')}, "
               f"nebula3-python {importlib.metadata.version('nebula3-python')}, {os.cpu_count()} CPUs; "
               f"{statements} x {STATEMENT!r} per run, best of {rounds} round(s); "
-              f"load average {os.getloadavg()[0]:.2f}")  # fmt: skip
+              f"load average {os.getloadavg()[0]:.2f}; "
+              f"placement: {args.pin or 'scheduler'}")  # fmt: skip
         results: dict[tuple[str, int], list[Run]] = {}
         for r in range(rounds):
             for threads in (1, 8):
