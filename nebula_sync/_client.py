@@ -551,8 +551,9 @@ class NebulaClient:
     def _shutdown(self, *, sign_out: bool) -> None:
         idle = self._broker.close(self._close_timeout)
         if sign_out:
+            unreachable: set[str] = set()  # hosts a sign-out could not reach: not tried again
             for host, session in idle:
-                self._signout(host, session, None)
+                self._signout(host, session, None, unreachable)
         abort = self._broker.busy_count() > 0
         for host in self._hosts:
             # Statements still running past close_timeout are cut off: their callers get
@@ -963,13 +964,17 @@ class NebulaClient:
             lease.session = None
             self._signout(host, session, conn)
 
-    def _signout(self, host: HostEntry, session: ServerSession, conn: Connection | None) -> None:
+    def _signout(self, host: HostEntry, session: ServerSession, conn: Connection | None,
+                 unreachable: set[str] | None = None) -> None:  # fmt: skip
         """Sign a session out (oneway, best effort) on ``conn``, else on the connection the session
         kept, else on a pooled or new one. The kept connection goes back to the pool.
 
         A connection the peer has closed is skipped: a oneway request written after its FIN is
         lost without an error (the send succeeds), and one after its RST fails; either way the
-        session would stay on graphd until its idle timeout.
+        session would stay on graphd until its idle timeout. ``unreachable`` (names of hosts, from
+        :meth:`close`): a host whose pooled or new connection failed once is not tried again for
+        the next session, as each try can take ``connect_timeout``; graphd drops those sessions
+        after its idle timeout.
         """
         parked, session.conn = session.conn, None
         signed_out = False
@@ -990,10 +995,16 @@ class NebulaClient:
             if parked is not None:
                 host.conn_pool.release(parked)
         if not signed_out:
+            if unreachable is not None and host.name in unreachable:
+                log.debug("not signing out session %d on %s: the host could not be reached",
+                          session.id, host.name)  # fmt: skip
+                return
             try:
                 self._signout_on_another(host, session)
             except NebulaError as exc:
                 log.debug("could not sign out session %d on %s: %s", session.id, host.name, exc)
+                if unreachable is not None and isinstance(exc, ConnectionFailed):
+                    unreachable.add(host.name)
                 return
         self._broker.count(host, "sessions_signed_out")
 

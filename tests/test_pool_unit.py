@@ -1302,6 +1302,27 @@ def test_a_failed_sign_out_send_moves_on_to_another_connection(
     assert client.stats().hosts[0].sessions_signed_out == 1
 
 
+def test_close_gives_up_signing_out_on_a_host_it_cannot_connect_to(
+    world: FakeWorld, make_client: Callable[..., NebulaClient]
+) -> None:
+    # Every session's kept connection was dropped and the host now refuses connections: close()
+    # tries one new connection for the host, not one per session (on a host that drops SYNs each
+    # try takes connect_timeout), and leaves the sessions to graphd's idle timeout.
+    client = make_client(hosts=1, size=3)
+    with client.session() as a, client.session() as b, client.session() as c:
+        for s in (a, b, c):
+            s.execute("RETURN 1")
+    assert len(world.session_ids()) == 3
+    for conn in world.conns:
+        conn.dropped = True
+    world.hosts[HOST].refuse = True
+    attempts = world.counts["open_attempts"]
+    client.close()
+    assert world.counts["open_attempts"] == attempts + 1
+    assert world.counts["signout"] == 0 and len(world.session_ids()) == 3
+    assert client.stats().hosts[0].sessions_signed_out == 0
+
+
 def test_client_close_waits_for_a_statement_in_flight(
     world: FakeWorld, make_client: Callable[..., NebulaClient]
 ) -> None:
