@@ -717,4 +717,4 @@ class SessionBroker:
     def count(self, host: HostEntry, name: str, n: int = 1) -> None:
         """Add to one of a host's counters."""
         with self._lock:
-            host.counters[name] = host.counters.get(name, 0) + n
+            host.counters[name] += n  # every name in COUNTER_NAMES is present from the start
