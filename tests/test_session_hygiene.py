@@ -60,6 +60,17 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
         threading.Event().wait(0.01)  # polling a process-local counter, bounded by the deadline
 
 
+def recording_factory() -> tuple[list[Connection], Callable[[HostAddress, ConnectionConfig], Connection]]:
+    """A ``connection_factory`` and the list of every connection it made."""
+    conns: list[Connection] = []
+
+    def factory(address: HostAddress, config: ConnectionConfig) -> Connection:
+        conns.append(Connection(address, config))
+        return conns[-1]
+
+    return conns, factory
+
+
 # ---- many clients ------------------------------------------------------------------------------
 
 
@@ -211,12 +222,7 @@ def test_close_signs_out_a_session_whose_kept_connection_was_dropped(
     # An idle session keeps the connection it last used. If graphd (or anything between) closed
     # that connection, the sign-out must not go into it: after a FIN the send itself succeeds
     # and the request is lost; after an RST the send fails. Either way the next one is used.
-    conns: list[Connection] = []
-
-    def factory(address: HostAddress, config: ConnectionConfig) -> Connection:
-        conns.append(Connection(address, config))
-        return conns[-1]
-
+    conns, factory = recording_factory()
     client = make_client(fake_graphd, size=1, connection_factory=factory)
     try:
         assert client.execute("RETURN 1").rows() == [(1,)]
@@ -227,6 +233,28 @@ def test_close_signs_out_a_session_whose_kept_connection_was_dropped(
         client.close()
     stats = settled(fake_graphd)
     assert stats.authentications == 1 and stats.signouts == 1
+
+
+def test_close_tries_one_connection_to_a_host_it_cannot_reach(fake_graphd: FakeGraphd) -> None:
+    # graphd is killed (every connection gets its FIN) and does not come back: the kept
+    # connections are dead and a new one is refused. close() tries one new connection for the
+    # host, not one per session, and returns; the sessions stay until graphd's idle timeout.
+    conns, factory = recording_factory()
+    client = make_client(fake_graphd, size=3, connection_factory=factory)
+    try:
+        with client.session() as a, client.session() as b, client.session() as c:
+            for s in (a, b, c):
+                s.execute("RETURN 1")
+        made = len(conns)
+        assert made == 3 and len(fake_graphd.sessions()) == 3
+        fake_graphd.stop()
+        wait_until(lambda: all(conn.is_dropped() for conn in conns))
+    finally:
+        client.close()
+    assert len(conns) == made + 1  # one connection attempt, refused
+    assert client.stats().hosts[0].sessions_signed_out == 0
+    fake_graphd.start()
+    assert len(fake_graphd.sessions()) == 3  # left to graphd's idle timeout
 
 
 def test_close_cutting_off_a_statement_still_signs_its_session_out(fake_graphd: FakeGraphd) -> None:
