@@ -804,7 +804,12 @@ class NebulaClient:
                 lease.session = None  # rejected again: don't pool it
         if code != 0:
             lease.errors += 1
-            raise self._server_error(resp, code, prepared, host, as_json)
+            error = self._server_error(resp, code, prepared, host, as_json)
+            if restore_space and lease.session is not None and lease.session.space != self._home_space:
+                # "USE other; <fails>" moved the session before failing: it must not go back to
+                # the pool in that space (the next caller's statement would run there).
+                self._restore_space(host, lease, conn, overall)
+            raise error
         if restore_space and session.space != self._home_space:
             self._restore_space(host, lease, conn, overall)
         return resp, session

@@ -26,6 +26,7 @@ from nebula_sync.errors import (
     AuthenticationError,
     ClientClosed,
     ConnectionFailed,
+    ExecutionError,
     IncompatibleServer,
     NoHostAvailable,
     OutcomeUnknown,
@@ -305,6 +306,31 @@ def test_space_changed_by_a_statement_is_restored(fake_graphd: FakeGraphd) -> No
         assert rs.space_name == "basketballplayer"
         assert client.execute("RETURN 2").space_name == "test"
         assert [s.space for s in fake_graphd.sessions()] == ["test"]
+
+
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast-path", "general-path"])
+def test_space_changed_by_a_failed_statement_is_restored(fake_graphd: FakeGraphd, fast_path: bool) -> None:
+    # The statement switches space and then fails: the session must not go back to the pool in
+    # the space the failed statement left it in (the next caller's statement would run there).
+    fake_graphd.script("FAIL AT RUNTIME", error=-1005, message="boom")
+    cfg = ConnectionConfig(connect_timeout=2.0, request_timeout=10.0, ping_before_execute=not fast_path)
+    space = SessionConfig(space="test")
+    with make_client(fake_graphd, size=1, conn_config=cfg, session_config=space) as client:
+        client.execute("RETURN 0")  # the session exists and kept its connection: the fast path applies
+        with pytest.raises(ExecutionError):
+            client.execute("USE basketballplayer; FAIL AT RUNTIME")
+        assert [s.space for s in fake_graphd.sessions()] == ["test"]
+        assert client.execute("RETURN 2").space_name == "test"
+
+
+def test_unconfigured_space_session_is_not_shared_after_a_failed_use(fake_graphd: FakeGraphd) -> None:
+    fake_graphd.script("FAIL AT RUNTIME", error=-1005, message="boom")
+    with make_client(fake_graphd, size=1) as client:
+        with pytest.raises(ExecutionError):
+            client.execute("USE test; FAIL AT RUNTIME")
+        s = fake_graphd.wait_for(lambda s: s.signouts == 1)
+        assert s.sessions_open == 0
+        assert client.execute("RETURN 1").space_name == ""
 
 
 def test_unconfigured_space_session_is_not_shared_after_use(fake_graphd: FakeGraphd) -> None:
