@@ -78,6 +78,20 @@ def _inf(limit: float | None) -> float:
     return math.inf if limit is None else limit
 
 
+def _earlier(a: float | None, b: float | None) -> float | None:
+    """The earlier of two deadlines (``None``: no limit)."""
+    if a is None:
+        return b
+    return a if b is None or a < b else b
+
+
+def _not_sent(what: str, host: HostEntry, exc: OutcomeUnknown) -> ConnectionFailed:
+    """The error for a reply lost while setting up a session: only the session is in doubt (graphd
+    may have created it), the statement was not sent, so it may be retried elsewhere."""
+    message = f"no reply to {what} from {host.name} ({exc.message}); the statement was not sent"
+    return ConnectionFailed(message, host=host.name)
+
+
 def _left(deadline: float | None) -> bool:
     return deadline is None or time.monotonic() < deadline
 
@@ -288,6 +302,10 @@ class NebulaClient:
 
     def _build(self) -> None:
         cap = self._conn_config.max_connections_per_host or self._pool_config.size
+        # An idle session keeps its connection (the statement path then skips the connection
+        # pool) only when every session of a host can have one: with fewer connections than
+        # sessions, a kept one would sit idle while another session waits for it.
+        self._keep_conns = cap >= self._pool_config.size
         entries = [
             HostEntry(addr, ConnectionPool(addr, self._conn_config, cap, self._factory))
             for addr in self._addresses
@@ -440,7 +458,8 @@ class NebulaClient:
             handle._finish()
 
     def ping(self, timeout: Optional[float] = _DEFAULT) -> bool:
-        """Run ``RETURN 1`` through the normal path; ``True`` if it succeeded. Never raises."""
+        """Run ``RETURN 1`` through the normal path; ``True`` if it succeeded, ``False`` on any
+        :class:`~nebula_sync.errors.NebulaError` (a bad ``timeout`` is still a ``ValueError``)."""
         try:
             rs = self.execute("RETURN 1", timeout=timeout, idempotent=True)
             return bool(rs.rows() and rs.rows()[0][0] == 1)
@@ -835,7 +854,7 @@ class NebulaClient:
     def _checkin(self, lease: Lease, conn: Connection) -> None:
         """After a statement: the session keeps a healthy connection; otherwise the pool gets it."""
         session = lease.session
-        if session is not None and not self._broker.closed and conn.is_usable:
+        if session is not None and self._keep_conns and not self._broker.closed and conn.is_usable:
             session.conn = conn  # kept while idle: the next borrower skips the connection pool
         else:
             lease.host.conn_pool.release(conn)
@@ -850,7 +869,7 @@ class NebulaClient:
              deadline: float | None) -> None:  # fmt: skip
         """Switch ``session`` to ``space`` (raises the server's error if it can't)."""
         prepared = _prepare(SessionConfig(space=space).use_statement() or "", None)
-        reply, code = self._send(conn, session, prepared, None, deadline, False)
+        reply, code = self._send(conn, session, prepared, self._conn_config.request_timeout, deadline, False)
         if code != 0:
             raise self._server_error(reply, code, prepared, host, False)
 
@@ -911,7 +930,14 @@ class NebulaClient:
                     code=err.code,
                     host=err.host,
                 )
-        resp = conn.authenticate(self._username, self._password, deadline)
+        # Every request of the set-up is bounded by request_timeout, as a statement's reply is,
+        # even when the call has no overall deadline (wait_timeout=None).
+        req_timeout = self._conn_config.request_timeout
+        reply_by = _earlier(deadline, None if req_timeout is None else time.monotonic() + req_timeout)
+        try:
+            resp = conn.authenticate(self._username, self._password, reply_by)
+        except OutcomeUnknown as exc:
+            raise _not_sent("authenticate", host, exc) from exc
         if resp.error_code != 0 or resp.session_id is None:
             msg = (resp.error_msg or b"").decode("utf-8", "replace") or error_code_name(resp.error_code or 0)
             err = AuthenticationError(
@@ -937,11 +963,13 @@ class NebulaClient:
             setup = [s for s in (cfg.use_statement(), *cfg.init_statements) if s]
             for text in setup:
                 prepared = _prepare(text, None)
-                reply, code = self._send(conn, session, prepared, None, deadline, False)
+                reply, code = self._send(conn, session, prepared, req_timeout, deadline, False)
                 if code != 0:
                     raise self._server_error(reply, code, prepared, host, False)
-        except BaseException:
+        except BaseException as exc:
             self._signout(host, session, conn)
+            if isinstance(exc, OutcomeUnknown):
+                raise _not_sent("the session set-up", host, exc) from exc
             raise
         return session
 
@@ -962,7 +990,8 @@ class NebulaClient:
         stmt = self._session_config.use_statement()
         assert stmt is not None
         try:
-            reply, code = self._send(conn, session, _prepare(stmt, None), None, deadline, False)
+            reply, code = self._send(conn, session, _prepare(stmt, None), self._conn_config.request_timeout,
+                                     deadline, False)  # fmt: skip
         except NebulaError:
             code = -1
         if code != 0:
@@ -1090,8 +1119,10 @@ class Session:
                 try:
                     resp, session = client._attempt(self._lease, prepared, req_timeout, overall, as_json,
                                                     restore_space=False, release=False)  # fmt: skip
-                except OutcomeUnknown:
-                    if idempotent and attempts < 2:
+                except (ConnectionFailed, OutcomeUnknown) as exc:
+                    # once more on this session's host: nothing was sent (ConnectionFailed), or
+                    # the caller said running the statement twice is safe
+                    if attempts < 2 and (idempotent or isinstance(exc, ConnectionFailed)) and _left(overall):
                         continue
                     raise
                 return client._result(resp, prepared, self._lease.host, session, start, as_json)

@@ -98,7 +98,8 @@ class ConnectionPool:
                     left = _remaining(deadline)
                     if left is not None and left <= 0:
                         raise PoolTimeout(
-                            f"all {self.max_size} connections to {self.address} stayed busy",
+                            f"all {self.max_size} connections to {self.address} stayed busy "
+                            "(max_connections_per_host)",
                             host=str(self.address),
                         )
                     self._waiting += 1

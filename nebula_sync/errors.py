@@ -227,9 +227,11 @@ class DriverError(NebulaError):
 
 
 class ConnectionFailed(DriverError):
-    """Could not connect, or the connection broke before the request was written.
+    """Could not connect, the connection broke before the request was written, or the session for
+    the statement could not be set up (no reply to ``authenticate`` or to a ``SessionConfig``
+    statement).
 
-    Nothing reached graphd, so retrying (on this or another host) is safe.
+    The statement did not reach graphd, so retrying (on this or another host) is safe.
     """
 
     retryable = True

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+from waiting import wait_until
 
 from nebula_sync import (
     ConnectionConfig,
@@ -188,6 +189,25 @@ def test_borrow_fails_after_wait_timeout(fake_graphd: FakeGraphd) -> None:
         client.close()
 
 
+def test_fewer_connections_than_sessions_are_shared_not_kept(fake_graphd: FakeGraphd) -> None:
+    # max_connections_per_host < size: an idle session must not keep the only connection while
+    # another session waits for one (that wait ended in a PoolTimeout with a connection idle).
+    rule = fake_graphd.script("RETURN 'block'", hold=True)
+    cfg = ConnectionConfig(connect_timeout=2.0, request_timeout=10.0, max_connections_per_host=1)
+    with make_client(fake_graphd, size=2, wait=3.0, conn_config=cfg) as client, ThreadPoolExecutor(2) as pool:
+        blocked = pool.submit(client.execute, "RETURN 'block'")
+        fake_graphd.wait_for(lambda s: s.statements_running == 1)
+        second = pool.submit(client.execute, "RETURN 2 AS v")
+        wait_until(lambda: client.stats().hosts[0].connection_waiters == 1)  # waits for the connection
+        rule.release()
+        assert blocked.result(5).rows() == [("block",)]
+        assert second.result(5).rows() == [(2,)]
+        assert client.execute("RETURN 3 AS v").rows() == [(3,)]
+        stats = fake_graphd.stats()
+        assert stats.connections_accepted == 1  # the cap held
+        assert stats.sessions_open == 2 and stats.max_concurrent_statements_per_session == 1
+
+
 def test_wait_timeout_zero_fails_at_once(fake_graphd: FakeGraphd) -> None:
     rule = fake_graphd.script("RETURN 'block'", hold=True)
     with make_client(fake_graphd, size=1, wait=0) as client, ThreadPoolExecutor(1) as pool:
@@ -339,6 +359,51 @@ def test_unconfigured_space_session_is_not_shared_after_use(fake_graphd: FakeGra
         assert client.execute("RETURN 1").space_name == ""
         s = fake_graphd.wait_for(lambda s: s.signouts == 1)
         assert s.sessions_open == 1
+
+
+# ---- session set-up: authenticate and SessionConfig statements --------------------------------
+
+
+def test_a_lost_authenticate_reply_is_retried_the_statement_was_never_sent(fake_graphd: FakeGraphd) -> None:
+    # The reply to authenticate is lost: only the session is in doubt, not the statement, so the
+    # client gets another session and runs it (not idempotent, yet nothing ran twice).
+    fake_graphd.script(method="authenticate", drop="before_reply", times=1)
+    with make_client(fake_graphd, size=1) as client:
+        assert client.execute("RETURN 1 AS v").rows() == [(1,)]
+    assert [logged.statement for logged in fake_graphd.statement_log()] == ["RETURN 1 AS v"]
+    assert fake_graphd.stats().connections_accepted == 2  # the first one was dropped
+
+
+def test_a_lost_authenticate_reply_in_a_session_block_is_retried(fake_graphd: FakeGraphd) -> None:
+    fake_graphd.script(method="authenticate", drop="before_reply", times=1)
+    with make_client(fake_graphd, size=1) as client, client.session() as session:
+        assert session.execute("RETURN 1 AS v").rows() == [(1,)]
+    assert [logged.statement for logged in fake_graphd.statement_log()] == ["RETURN 1 AS v"]
+
+
+@pytest.mark.parametrize("what", ["authenticate", "USE"])
+def test_session_set_up_is_bounded_by_request_timeout_without_wait_timeout(
+    fake_graphd: FakeGraphd, what: str
+) -> None:
+    # wait_timeout=None leaves the call without an overall deadline: each request of the session
+    # set-up must still be bounded by request_timeout, not wait for ever.
+    if what == "USE":
+        rule = fake_graphd.script("USE test", hold=True)
+    else:
+        rule = fake_graphd.script(method="authenticate", hold=True)
+    cfg = ConnectionConfig(connect_timeout=2.0, request_timeout=0.3)
+    try:
+        with make_client(fake_graphd, size=1, wait=None, conn_config=cfg,
+                         session_config=SessionConfig(space="test")) as client:  # fmt: skip
+            start = time.monotonic()
+            with pytest.raises(ConnectionFailed) as info:
+                client.execute("RETURN 1")
+            assert time.monotonic() - start < 5.0  # two set-ups of 0.3 s each; held for ever otherwise
+            assert "not sent" in str(info.value)
+            assert isinstance(info.value.__cause__, RequestTimeout)
+    finally:
+        rule.release()
+    assert "RETURN 1" not in [logged.statement for logged in fake_graphd.statement_log()]
 
 
 # ---- 6. request timeout --------------------------------------------------------------------

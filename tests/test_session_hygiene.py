@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 import pytest
+from waiting import wait_until
 
 from nebula_sync import ConnectionConfig, NebulaClient, SessionConfig, SessionPoolConfig
 from nebula_sync._connection import Connection
@@ -51,13 +52,6 @@ def settled(server: FakeGraphd, timeout: float = 5.0) -> Any:
 
 def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached"
-        threading.Event().wait(0.01)  # polling a process-local counter, bounded by the deadline
 
 
 def recording_factory() -> tuple[list[Connection], Callable[[HostAddress, ConnectionConfig], Connection]]:
