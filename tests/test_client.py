@@ -180,7 +180,7 @@ def test_borrow_fails_after_wait_timeout(fake_graphd: FakeGraphd) -> None:
             with pytest.raises(PoolTimeout) as info:
                 client.execute("RETURN 1")
             waited = time.monotonic() - start
-            assert 0.5 <= waited <= 0.7
+            assert 0.5 <= waited < 1.5  # wait_timeout=0.5; the margin is scheduling slack
             text = str(info.value)
             assert "1 host(s)" in text and "size=1" in text and "0.5" in text
             rule.release()
@@ -421,6 +421,8 @@ def test_slow_statement_times_out_and_the_next_gets_its_own_result(fake_graphd: 
         assert isinstance(info.value, OutcomeUnknown) and not info.value.is_retryable()
         assert client.stats().hosts[0].connections_discarded >= 1
         assert client.execute("RETURN 'fresh' AS v").rows() == [("fresh",)]
+        # sent once: a statement whose outcome is unknown is not retried unless idempotent
+        assert [e.statement for e in fake_graphd.statement_log()].count("RETURN 'slow'") == 1
         # The session survived the timeout: the same server session ran both statements.
         log = [e for e in fake_graphd.statement_log() if "RETURN" in e.statement]
         assert log[0].session_id == log[-1].session_id

@@ -1,0 +1,186 @@
+"""Session rules that the other client tests leave out, each against the fake graphd.
+
+Renewal on ``E_SESSION_TIMEOUT``, server errors never retried, ``init_statements`` and
+``SessionPoolConfig.max_lifetime`` taking effect, the guards of a ``client.session()`` block,
+TCP keepalive on the socket, and no network I/O from an unclosed client's finaliser.
+"""
+
+from __future__ import annotations
+
+import gc
+import socket
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from waiting import wait_until
+
+from nebula_sync import ConnectionConfig, NebulaClient, SessionConfig, SessionPoolConfig
+from nebula_sync._connection import Connection
+from nebula_sync.config import HostAddress
+from nebula_sync.errors import ClientClosed, ExecutionError, SessionInvalid
+from nebula_sync.testing import FakeGraphd
+
+CONN = ConnectionConfig(connect_timeout=2.0, request_timeout=10.0)
+
+
+def make_client(server: FakeGraphd, **kw: Any) -> NebulaClient:
+    return NebulaClient(
+        hosts=[server.address],
+        username="root",
+        password="nebula",
+        session_pool_config=kw.pop("pool", SessionPoolConfig(size=1, wait_timeout=5.0)),
+        conn_config=kw.pop("conn_config", CONN),
+        **kw,
+    )
+
+
+def statements(server: FakeGraphd) -> list[str]:
+    return [logged.statement for logged in server.statement_log()]
+
+
+# ---- renewal and retries -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("code", [-1002, -1003], ids=["E_SESSION_INVALID", "E_SESSION_TIMEOUT"])
+def test_an_expired_session_is_renewed_and_the_statement_sent_once_more(fake_graphd: FakeGraphd,
+                                                                       code: int) -> None:  # fmt: skip
+    with make_client(fake_graphd) as client:
+        client.execute("RETURN 0")
+        fake_graphd.script("RETURN 5 AS v", error=code, message="session gone", times=1)
+        assert client.execute("RETURN 5 AS v").rows() == [(5,)]
+        assert client.stats().hosts[0].session_renewals == 1
+    assert fake_graphd.stats().authentications == 2
+
+
+def test_a_session_rejected_twice_is_an_error_and_not_pooled(fake_graphd: FakeGraphd) -> None:
+    fake_graphd.script("RETURN 5 AS v", error=-1003, message="session gone", times=2)
+    with make_client(fake_graphd) as client:
+        with pytest.raises(SessionInvalid):
+            client.execute("RETURN 5 AS v")
+        assert client.execute("RETURN 6 AS v").rows() == [(6,)]
+    assert fake_graphd.stats().authentications == 3  # the rejected one was dropped, a third made
+
+
+def test_a_server_error_is_raised_and_never_retried(fake_graphd: FakeGraphd) -> None:
+    fake_graphd.script("INSERT EDGE e() VALUES 1->2:()", error=-1005, message="leader changed")
+    with make_client(fake_graphd) as client:
+        for idempotent in (False, True):
+            with pytest.raises(ExecutionError, match="leader changed"):
+                client.execute("INSERT EDGE e() VALUES 1->2:()", idempotent=idempotent)
+    assert statements(fake_graphd) == ["INSERT EDGE e() VALUES 1->2:()"] * 2  # once per call
+
+
+# ---- SessionConfig and SessionPoolConfig taking effect -----------------------------------------
+
+
+def test_init_statements_run_after_every_authentication(fake_graphd: FakeGraphd) -> None:
+    cfg = SessionConfig(space="test", init_statements=["RETURN 'init' AS i"])
+    with make_client(fake_graphd, session_config=cfg) as client:
+        client.execute("RETURN 1")
+        fake_graphd.forget_sessions()  # graphd restarted: the next statement renews the session
+        client.execute("RETURN 2")
+    log = fake_graphd.statement_log()
+    assert [entry.statement for entry in log] == [
+        "USE test", "RETURN 'init' AS i", "RETURN 1",
+        "USE test", "RETURN 'init' AS i", "RETURN 2",
+    ]  # fmt: skip
+    assert len({entry.session_id for entry in log}) == 2
+
+
+def test_a_failing_init_statement_fails_the_call_and_leaves_no_session(fake_graphd: FakeGraphd) -> None:
+    fake_graphd.script("FAIL INIT", error=-1009, message="bad init")
+    with make_client(fake_graphd, session_config=SessionConfig(init_statements=["FAIL INIT"])) as client:
+        with pytest.raises(Exception, match="bad init"):
+            client.execute("RETURN 1")
+        assert "RETURN 1" not in statements(fake_graphd)
+        fake_graphd.wait_for(lambda s: s.sessions_open == 0, timeout=5.0)
+
+
+def test_sessions_older_than_max_lifetime_are_replaced(fake_graphd: FakeGraphd) -> None:
+    pool = SessionPoolConfig(size=1, wait_timeout=5.0, max_lifetime=0.2)
+    with make_client(fake_graphd, pool=pool) as client:
+        client.execute("RETURN 1")
+        made = time.monotonic()  # after the session was made: it is at least this old
+        first = {s.session_id for s in fake_graphd.sessions()}
+        wait_until(lambda: time.monotonic() - made > 0.25)  # the rule under test is about age
+        client.execute("RETURN 2")
+        log = fake_graphd.statement_log()
+        assert log[0].session_id in first and log[1].session_id not in first
+        # the old one was signed out, not left to expire on graphd
+        fake_graphd.wait_for(lambda s: s.signouts == 1 and s.sessions_open == 1, timeout=5.0)
+
+
+# ---- a client.session() block ------------------------------------------------------------------
+
+
+def test_a_session_block_refuses_a_second_thread_at_the_same_time(fake_graphd: FakeGraphd) -> None:
+    rule = fake_graphd.script("RETURN 'block'", hold=True)
+    with make_client(fake_graphd, pool=SessionPoolConfig(size=2, wait_timeout=5.0)) as client:
+        with client.session() as session, ThreadPoolExecutor(1) as pool:
+            held = pool.submit(session.execute, "RETURN 'block'")
+            fake_graphd.wait_for(lambda s: s.statements_running == 1)
+            with pytest.raises(RuntimeError, match="one statement at a time"):
+                session.execute("RETURN 1")
+            rule.release()
+            assert held.result(5).rows() == [("block",)]
+            assert session.execute("RETURN 2 AS v").rows() == [(2,)]  # usable again once free
+    assert fake_graphd.stats().max_concurrent_statements_per_session == 1
+
+
+def test_a_session_used_after_its_block_is_a_clear_error(fake_graphd: FakeGraphd) -> None:
+    with make_client(fake_graphd) as client:
+        with client.session() as session:
+            session.execute("RETURN 1")
+        with pytest.raises(ClientClosed, match="block has ended"):
+            session.execute("RETURN 2")
+        assert client.execute("RETURN 3 AS v").rows() == [(3,)]  # the session went back to the pool
+    assert statements(fake_graphd) == ["RETURN 1", "RETURN 3 AS v"]
+
+
+# ---- sockets and finalisers ----------------------------------------------------------------
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_KEEPIDLE"), reason="TCP_KEEPIDLE is Linux-only")
+def test_tcp_keepalive_settings_reach_the_socket(fake_graphd: FakeGraphd) -> None:
+    host = HostAddress("127.0.0.1", fake_graphd.port)
+    on = ConnectionConfig(connect_timeout=2.0, keepalive_idle=42, keepalive_interval=7, keepalive_count=3)
+    conn = Connection(host, on)
+    conn.open()
+    try:
+        sock = conn._sock
+        assert sock is not None
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) != 0
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 42
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL) == 7
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == 3
+    finally:
+        conn.close()
+    off = Connection(host, ConnectionConfig(connect_timeout=2.0, tcp_keepalive=False))
+    off.open()
+    try:
+        assert off._sock is not None and off._sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 0
+    finally:
+        off.close()
+
+
+@pytest.mark.filterwarnings("ignore::ResourceWarning")  # the sockets' own, from their finalisers
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_an_unclosed_client_does_no_network_io_when_collected(fake_graphd: FakeGraphd) -> None:
+    client = make_client(fake_graphd)
+    client.execute("RETURN 1")
+    before = fake_graphd.stats()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        del client
+        gc.collect()
+    warned = any(issubclass(w.category, ResourceWarning) and "unclosed" in str(w.message) for w in caught)
+    del caught  # a warning holds its source, the client
+    gc.collect()
+    assert warned
+    # the sockets close with their finalisers; nothing is sent on them (no sign-out)
+    after = fake_graphd.wait_for(lambda s: s.connections_open == 0, timeout=5.0)
+    assert after.requests == before.requests and after.signouts == 0
+    assert after.sessions_open == 1  # left to graphd's idle timeout, as the warning says
