@@ -290,6 +290,7 @@ class NebulaClient:
         self._closed = False
         try:
             self._probe_hosts()
+            self._warm_up()
         except BaseException:
             self._closed = True
             raise
@@ -355,6 +356,47 @@ class NebulaClient:
                 f"only {up} of {len(self._hosts)} graphd host(s) reachable, "
                 f"min_healthy_hosts={self._min_healthy}: {detail}"
             )
+
+    def _warm_up(self) -> None:
+        """Create ``SessionPoolConfig.min_idle`` sessions on every host that is up, one thread per
+        host. A rejected login (wrong password) fails construction; any other failure is logged
+        and leaves that host to create its sessions when they are needed."""
+        want = self._pool_config.min_idle
+        if not want:
+            return
+        rejected: list[AuthenticationError] = []
+
+        def warm(host: HostEntry) -> None:
+            leases: list[Lease] = []
+            try:
+                for _ in range(want):
+                    lease = self._broker.reserve_new(host)
+                    if lease is None:
+                        break
+                    leases.append(lease)  # all held at once: each one is a new session
+                deadline = self._deadlines(time.monotonic(), self._conn_config.request_timeout)[1]
+                for lease in leases:
+                    conn = self._checkout(lease, deadline)
+                    try:
+                        lease.session = self._authenticate(host, conn, deadline)
+                    finally:
+                        self._checkin(lease, conn)
+            except AuthenticationError as exc:
+                rejected.append(exc)
+            except NebulaError as exc:
+                log.warning("could not create %d session(s) on %s at start: %s", want, host.name, exc)
+            finally:
+                for lease in leases:
+                    self._give_back(lease)  # idle now (or an empty slot again, if none was made)
+
+        threads = [threading.Thread(target=warm, args=(h,), daemon=True) for h in self._hosts]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if rejected:
+            self._shutdown(sign_out=True)
+            raise rejected[0]
 
     # ---- public API --------------------------------------------------------------------------
 

@@ -420,6 +420,16 @@ class SessionBroker:
         finally:
             lock.release()
 
+    def reserve_new(self, host: HostEntry) -> Lease | None:
+        """A slot for a new session on ``host``, without waiting (for creating sessions ahead of
+        demand): ``None`` if the host is not up, has no room, or the broker is closed. Give it
+        back with :meth:`release`. Thread-safe."""
+        with self._lock:
+            if self._closed or host.state != HostState.UP or host.busy + len(host.idle) >= self.size:
+                return None
+            host.busy += 1
+            return Lease(host, None)
+
     def borrow(self, deadline: float | None) -> Lease:
         """Take a session slot on some healthy host, waiting (FIFO) until ``deadline`` if all are busy.
 

@@ -326,6 +326,9 @@ class SessionPoolConfig:
     :param max_idle_time: a session idle longer than this is signed out and replaced when next
         borrowed (keep it below graphd's ``session_idle_timeout_secs``).
     :param max_lifetime: a session older than this is signed out and replaced when next borrowed.
+    :param min_idle: sessions per host created when the client starts (at most ``size``), so
+        the first statements don't wait for authentication; ``0``: every session is created
+        when first needed. Not topped up later: sessions are replaced when next borrowed.
     """
 
     size: int = attrs.field(default=4, validator=_int_at_least(1))
@@ -334,6 +337,11 @@ class SessionPoolConfig:
     )
     max_idle_time: Optional[float] = attrs.field(default=3600.0, converter=_opt_float, validator=_timeout())
     max_lifetime: Optional[float] = attrs.field(default=None, converter=_opt_float, validator=_timeout())
+    min_idle: int = attrs.field(default=0, validator=_int_at_least(0))
+
+    def __attrs_post_init__(self) -> None:
+        if self.min_idle > self.size:
+            raise ValueError(f"min_idle={self.min_idle} is larger than size={self.size}")
 
 
 def _statements(value: Any) -> tuple[str, ...]:

@@ -20,7 +20,7 @@ from waiting import wait_until
 from nebula_sync import ConnectionConfig, NebulaClient, SessionConfig, SessionPoolConfig
 from nebula_sync._connection import Connection
 from nebula_sync.config import HostAddress
-from nebula_sync.errors import ClientClosed, ExecutionError, SessionInvalid
+from nebula_sync.errors import AuthenticationError, ClientClosed, ExecutionError, SessionInvalid
 from nebula_sync.testing import FakeGraphd
 
 CONN = ConnectionConfig(connect_timeout=2.0, request_timeout=10.0)
@@ -111,6 +111,47 @@ def test_sessions_older_than_max_lifetime_are_replaced(fake_graphd: FakeGraphd) 
         assert log[0].session_id in first and log[1].session_id not in first
         # the old one was signed out, not left to expire on graphd
         fake_graphd.wait_for(lambda s: s.signouts == 1 and s.sessions_open == 1, timeout=5.0)
+
+
+def test_min_idle_sessions_are_made_at_start_on_every_host(fake_graphd_factory: Any) -> None:
+    a, b = fake_graphd_factory(), fake_graphd_factory()
+    pool = SessionPoolConfig(size=3, wait_timeout=5.0, min_idle=2)
+    client = NebulaClient(hosts=[a.address, b.address], username="root", password="nebula",
+                          session_pool_config=pool, conn_config=CONN,
+                          session_config=SessionConfig(space="test"))  # fmt: skip
+    with client:
+        for server in (a, b):  # before any statement
+            assert server.stats().sessions_open == 2
+            assert [s.space for s in server.sessions()] == ["test", "test"]
+        assert client.stats().hosts[0].sessions_idle == 2
+        for _ in range(4):
+            client.execute("RETURN 1")
+        assert a.stats().authentications == 2 and b.stats().authentications == 2  # used, not remade
+    for server in (a, b):
+        server.wait_for(lambda s: s.sessions_open == 0 and s.connections_open == 0)
+
+
+def test_min_idle_with_a_wrong_password_fails_at_start_and_leaves_nothing(fake_graphd_factory: Any) -> None:
+    a, b = fake_graphd_factory(users={"root": "nebula"}), fake_graphd_factory(users={"root": "nebula"})
+    pool = SessionPoolConfig(size=2, wait_timeout=5.0, min_idle=2)
+    with pytest.raises(AuthenticationError, match="root"):
+        NebulaClient(hosts=[a.address, b.address], username="root", password="wrong",
+                     session_pool_config=pool, conn_config=CONN)  # fmt: skip
+    seen = [server.wait_for(lambda s: s.connections_open == 0) for server in (a, b)]
+    assert all(stats.sessions_open == 0 for stats in seen)
+    # the first rejection backs off the other host's attempt, which then never reaches it
+    assert sum(stats.authentication_failures for stats in seen) >= 1
+
+
+def test_min_idle_skips_a_host_that_is_down(fake_graphd_factory: Any) -> None:
+    up, down = fake_graphd_factory(), fake_graphd_factory()
+    down_address = down.address
+    down.stop()
+    pool = SessionPoolConfig(size=2, wait_timeout=5.0, min_idle=1)
+    with NebulaClient(hosts=[up.address, down_address], username="root", password="nebula",
+                      session_pool_config=pool, conn_config=CONN, min_healthy_hosts=1) as client:  # fmt: skip
+        assert up.stats().sessions_open == 1
+        assert client.execute("RETURN 1 AS v").rows() == [(1,)]
 
 
 # ---- a client.session() block ------------------------------------------------------------------
