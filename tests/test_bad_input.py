@@ -271,6 +271,17 @@ def test_host_address_validates_directly() -> None:
     raises(TypeError, lambda: HostAddress("h", "1"), "port must be an int")  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    "hosts",
+    [" 127.0.0.1:9669 , h2:9670,[::1]:9671 ", ["127.0.0.1:9669", ("h2", 9670), "[::1]:9671"]],
+    ids=["string-with-blanks", "list-of-forms"],
+)
+def test_good_host_forms(hosts: Any) -> None:
+    assert parse_hosts(hosts) == (
+        HostAddress("127.0.0.1", 9669), HostAddress("h2", 9670), HostAddress("::1", 9671),
+    )  # fmt: skip
+
+
 @pytest.mark.parametrize("hosts", ["h:\u0663", "h:\u00b2"], ids=["arabic-indic-3", "superscript-2"])
 def test_non_ascii_digits_in_a_port_are_refused(hosts: str) -> None:
     raises(ValueError, lambda: parse_hosts(hosts), "not a number")

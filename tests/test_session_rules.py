@@ -8,6 +8,7 @@ TCP keepalive on the socket, and no network I/O from an unclosed client's finali
 from __future__ import annotations
 
 import gc
+import logging
 import socket
 import time
 import warnings
@@ -179,6 +180,31 @@ def test_a_session_used_after_its_block_is_a_clear_error(fake_graphd: FakeGraphd
             session.execute("RETURN 2")
         assert client.execute("RETURN 3 AS v").rows() == [(3,)]  # the session went back to the pool
     assert statements(fake_graphd) == ["RETURN 1", "RETURN 3 AS v"]
+
+
+def test_a_session_block_renewed_after_a_restart_stays_in_the_space_it_chose(fake_graphd: FakeGraphd) -> None:
+    with make_client(fake_graphd, session_config=SessionConfig(space="test")) as client:
+        with client.session() as session:
+            session.execute("USE basketballplayer")
+            fake_graphd.forget_sessions()  # graphd restarted: the block's session is gone
+            rs = session.execute("RETURN 1 AS v")
+            assert rs.rows() == [(1,)] and rs.space_name == "basketballplayer"
+            assert session.space == "basketballplayer"
+        assert client.stats().hosts[0].session_renewals == 1
+        # back in the pool in the configured space
+        assert client.execute("RETURN 2").space_name == "test"
+
+
+def test_the_statement_path_logs_nothing_above_debug(fake_graphd: FakeGraphd,
+                                                     caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    caplog.set_level(logging.DEBUG, logger="nebula_sync")
+    with make_client(fake_graphd, pool=SessionPoolConfig(size=2, wait_timeout=5.0)) as client:
+        for i in range(20):
+            client.execute("RETURN $i", {"i": i})
+        with client.session() as session:
+            session.execute("RETURN 1")
+    assert any(r.levelno == logging.DEBUG for r in caplog.records)  # it does log, at DEBUG
+    assert [r.getMessage() for r in caplog.records if r.levelno > logging.DEBUG] == []
 
 
 # ---- sockets and finalisers ----------------------------------------------------------------
