@@ -92,7 +92,7 @@ class ConnectionPool:
                     if conn is not None:
                         self._active.add(conn)
                         break
-                    if len(self._active) + self._opening < self.max_size:
+                    if self._open_count_locked() < self.max_size:
                         self._opening += 1  # reserve the slot; connect outside the lock
                         break
                     left = _remaining(deadline)
@@ -122,6 +122,16 @@ class ConnectionPool:
             if ok:
                 return conn
             self._forget(conn)
+
+    def _open_count_locked(self) -> int:
+        """Connections that count against ``max_size``: idle ones are taken before this is asked;
+        an active one that broke (its socket is closed, it waits to be released) holds no slot,
+        so its holder can open another, e.g. to sign out a session it was setting up."""
+        live = len(self._active)
+        for conn in self._active:
+            if not conn.is_usable:
+                live -= 1
+        return live + self._opening
 
     def _expired(self, conn: Connection, now: float) -> bool:
         cfg = self.config
@@ -251,9 +261,10 @@ class ConnectionPool:
         self._waiting = 0
 
     def counts(self) -> tuple[int, int, int]:
-        """``(idle, active, waiting)`` right now."""
+        """``(idle, active, waiting)`` right now; ``active`` counts open connections in use and being
+        opened (a broken one waiting to be released is closed already)."""
         with self._lock:
-            return len(self._idle), len(self._active) + self._opening, self._waiting
+            return len(self._idle), self._open_count_locked(), self._waiting
 
 
 # ---- sessions --------------------------------------------------------------------------------

@@ -294,6 +294,8 @@ def test_pool_never_exceeds_max_size_under_contention(
                     peak["counted"] = max(peak["counted"], idle + active)
                 if t * rounds + i in breaks:
                     conn.close()  # broke while in use: the pool must discard it on release
+                    with lock:
+                        held.discard(conn.id)  # closed: no longer one of the open connections
             finally:
                 with lock:
                     held.discard(conn.id)
