@@ -799,8 +799,11 @@ class NebulaClient:
         *,
         restore_space: bool,
         release: bool = True,
+        space: str | None = None,
     ) -> tuple[Any, ServerSession | None]:
-        """Run one statement on the lease's host. Gives the lease back unless ``release`` is off."""
+        """Run one statement on the lease's host. Gives the lease back unless ``release`` is off.
+        ``space``: where a session made here must be before the statement runs (a session block's
+        space, when its session had to be replaced)."""
         host = lease.host
         try:
             conn = self._checkout(lease, overall)
@@ -814,6 +817,13 @@ class NebulaClient:
                     session = None
                 if session is None:
                     session = lease.session = self._authenticate(host, conn, overall)
+                    if space and session.space != space:
+                        try:
+                            self._use(host, conn, session, space, overall)
+                        except BaseException:
+                            lease.session = None  # not in the block's space: never used
+                            self._signout(host, session, conn)
+                            raise
                 lease.statements += 1
                 resp, code = self._send(conn, session, prepared, req_timeout, overall, as_json)
                 if code != 0 or (restore_space and session.space != self._home_space):
@@ -1116,6 +1126,9 @@ class Session:
         self._lease = lease
         self._busy = threading.Lock()
         self._done = False
+        #: the space the block's session was last seen in: a session that has to be replaced
+        #: during the block (lost, too old) is moved there before the statement runs
+        self._space: str | None = None
 
     @property
     def host(self) -> str:
@@ -1155,12 +1168,15 @@ class Session:
             req_timeout = _request_timeout(client._conn_config, timeout)
             start = time.monotonic()
             overall = None if req_timeout is None else start + req_timeout
+            if self._lease.session is not None:
+                self._space = self._lease.session.space  # after the block's earlier statements
             attempts = 0
             while True:
                 attempts += 1
                 try:
                     resp, session = client._attempt(self._lease, prepared, req_timeout, overall, as_json,
-                                                    restore_space=False, release=False)  # fmt: skip
+                                                    restore_space=False, release=False,
+                                                    space=self._space)  # fmt: skip
                 except (ConnectionFailed, OutcomeUnknown) as exc:
                     # once more on this session's host: nothing was sent (ConnectionFailed), or
                     # the caller said running the statement twice is safe

@@ -207,6 +207,38 @@ def test_the_statement_path_logs_nothing_above_debug(fake_graphd: FakeGraphd,
     assert [r.getMessage() for r in caplog.records if r.levelno > logging.DEBUG] == []
 
 
+def test_a_session_block_whose_renewal_lost_its_reply_runs_in_the_space_it_chose(
+    fake_graphd: FakeGraphd,
+) -> None:
+    # graphd forgot the block's session and the reply to the renewing authenticate is lost: the
+    # retry makes a new session, which must be put in the block's space before the statement runs
+    with make_client(fake_graphd, session_config=SessionConfig(space="test")) as client:
+        with client.session() as session:
+            session.execute("USE basketballplayer")
+            fake_graphd.forget_sessions()
+            fake_graphd.script(method="authenticate", drop="before_reply", times=1)
+            rs = session.execute("RETURN 1 AS v")
+            assert rs.rows() == [(1,)] and rs.space_name == "basketballplayer"
+    ran = [e for e in fake_graphd.statement_log() if e.statement == "RETURN 1 AS v"]
+    assert len(ran) == 1
+
+
+def test_a_session_block_whose_session_grew_too_old_goes_on_in_its_space(fake_graphd: FakeGraphd) -> None:
+    pool = SessionPoolConfig(size=1, wait_timeout=5.0, max_lifetime=0.2)
+    with make_client(fake_graphd, pool=pool, session_config=SessionConfig(space="test")) as client:
+        with client.session() as session:
+            session.execute("USE basketballplayer")
+            made = time.monotonic()
+            wait_until(lambda: time.monotonic() - made > 0.25)  # the rule under test is about age
+            rs = session.execute("RETURN 1 AS v")
+            assert rs.space_name == "basketballplayer"
+    ran = [(e.statement, e.session_id) for e in fake_graphd.statement_log()]
+    old, new = ran[1][1], ran[-1][1]  # ran[0]: the set-up's "USE test"
+    assert ran[1] == ("USE basketballplayer", old) and old != new  # replaced...
+    # ...and moved; the block's end then puts it back in the configured space for the pool
+    assert ran[-3:] == [("USE basketballplayer", new), ("RETURN 1 AS v", new), ("USE test", new)]
+
+
 # ---- sockets and finalisers ----------------------------------------------------------------
 
 
