@@ -78,6 +78,18 @@ def _inf(limit: float | None) -> float:
     return math.inf if limit is None else limit
 
 
+#: ServerSession.space after a statement on it got no reply: it may have switched space (``USE x;
+#: ...``), so the session is put back in the configured space (or replaced) before it is reused.
+#: Such a session never reaches the fast path: its connection broke, so it kept none.
+_SPACE_UNKNOWN = "\x00unknown"
+
+
+def _forget_space(session: ServerSession | None) -> None:
+    if session is not None:
+        session.space = _SPACE_UNKNOWN
+        session.space_raw = b"\x00"  # matches no space_name: the next reply's is taken, whatever it is
+
+
 def _earlier(a: float | None, b: float | None) -> float | None:
     """The earlier of two deadlines (``None``: no limit)."""
     if a is None:
@@ -170,6 +182,10 @@ class _Prepared:
         self.text = text
         self.stmt = stmt
         self.params = params
+
+
+#: the statement whose reply tells a session's current space when there is none to USE
+_SPACE_PROBE = _Prepared("RETURN 1", b"RETURN 1", None)
 
 
 def _prepare(statement: str, params: Params) -> _Prepared:
@@ -756,6 +772,8 @@ class NebulaClient:
             finally:
                 self._checkin(lease, conn)
         except (ConnectionFailed, OutcomeUnknown) as error:
+            if isinstance(error, OutcomeUnknown):
+                _forget_space(lease.session)
             self._give_back(lease)
             if self._may_retry(error, 1, overall, idempotent):
                 return cast("ResultSet", self._run(prepared, _DEFAULT, idempotent, attempts=1, start=start))
@@ -824,11 +842,21 @@ class NebulaClient:
                             lease.session = None  # not in the block's space: never used
                             self._signout(host, session, conn)
                             raise
+                elif restore_space and session.space is _SPACE_UNKNOWN:
+                    self._restore_space(host, lease, conn, overall)  # USE, or sign it out
+                    session = lease.session
+                    if session is None:
+                        session = lease.session = self._authenticate(host, conn, overall)
                 lease.statements += 1
-                resp, code = self._send(conn, session, prepared, req_timeout, overall, as_json)
-                if code != 0 or (restore_space and session.space != self._home_space):
-                    resp, session = self._settle(lease, conn, session, resp, code, prepared, req_timeout,
-                                                 overall, as_json, restore_space=restore_space)  # fmt: skip
+                try:
+                    resp, code = self._send(conn, session, prepared, req_timeout, overall, as_json)
+                    if code != 0 or (restore_space and session.space != self._home_space):
+                        resp, session = self._settle(lease, conn, session, resp, code, prepared,
+                                                     req_timeout, overall, as_json,
+                                                     restore_space=restore_space)  # fmt: skip
+                except OutcomeUnknown:
+                    _forget_space(lease.session)
+                    raise
                 return resp, session
             finally:
                 self._checkin(lease, conn)
@@ -1032,6 +1060,16 @@ class NebulaClient:
             return
         wanted = self._session_config.space
         if wanted is None:
+            if session.space is _SPACE_UNKNOWN:
+                # No space to USE: ask graphd which space the session is in (any reply says), and
+                # keep the session if it is still in none.
+                try:
+                    reply, code = self._send(conn, session, _SPACE_PROBE, self._conn_config.request_timeout,
+                                             deadline, False)  # fmt: skip
+                except NebulaError:
+                    code = -1
+                if code == 0 and session.space is _SPACE_UNKNOWN:
+                    session.space = ""  # the reply named no space
             if session.space:
                 # No configured space to go back to: a session that chose one is not shared.
                 lease.session = None
@@ -1049,6 +1087,8 @@ class NebulaClient:
         if code != 0:
             lease.session = None
             self._signout(host, session, conn)
+        elif session.space is _SPACE_UNKNOWN:  # a reply without a space name: the USE worked
+            session.space, session.space_raw = wanted, wanted.encode("utf-8")
 
     def _signout(self, host: HostEntry, session: ServerSession, conn: Connection | None,
                  unreachable: set[str] | None = None) -> None:  # fmt: skip
@@ -1137,8 +1177,12 @@ class Session:
 
     @property
     def space(self) -> str:
-        """The session's current space as graphd last reported it (``""`` before any)."""
-        return self._lease.session.space if self._lease.session is not None else ""
+        """The session's current space as graphd last reported it (``""`` before any, or while
+        unknown: after a statement that got no reply, until the next reply)."""
+        session = self._lease.session
+        if session is None or session.space is _SPACE_UNKNOWN:
+            return ""
+        return session.space
 
     def execute(self, statement: str, params: Params = None, *,
                 timeout: Optional[float] = _DEFAULT, idempotent: bool = False) -> ResultSet:  # fmt: skip
@@ -1168,7 +1212,7 @@ class Session:
             req_timeout = _request_timeout(client._conn_config, timeout)
             start = time.monotonic()
             overall = None if req_timeout is None else start + req_timeout
-            if self._lease.session is not None:
+            if self._lease.session is not None and self._lease.session.space is not _SPACE_UNKNOWN:
                 self._space = self._lease.session.space  # after the block's earlier statements
             attempts = 0
             while True:

@@ -21,7 +21,13 @@ from waiting import wait_until
 from nebula_sync import ConnectionConfig, NebulaClient, SessionConfig, SessionPoolConfig
 from nebula_sync._connection import Connection
 from nebula_sync.config import HostAddress
-from nebula_sync.errors import AuthenticationError, ClientClosed, ExecutionError, SessionInvalid
+from nebula_sync.errors import (
+    AuthenticationError,
+    ClientClosed,
+    ExecutionError,
+    OutcomeUnknown,
+    SessionInvalid,
+)
 from nebula_sync.testing import FakeGraphd
 
 CONN = ConnectionConfig(connect_timeout=2.0, request_timeout=10.0)
@@ -72,6 +78,23 @@ def test_a_server_error_is_raised_and_never_retried(fake_graphd: FakeGraphd) -> 
             with pytest.raises(ExecutionError, match="leader changed"):
                 client.execute("INSERT EDGE e() VALUES 1->2:()", idempotent=idempotent)
     assert statements(fake_graphd) == ["INSERT EDGE e() VALUES 1->2:()"] * 2  # once per call
+
+
+@pytest.mark.parametrize("home", ["test", None], ids=["configured-space", "no-space"])
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast-path", "general-path"])
+def test_a_session_whose_statement_got_no_reply_is_not_reused_in_an_unknown_space(
+    fake_graphd: FakeGraphd, home: str | None, fast_path: bool
+) -> None:
+    # "USE other; <slow>" times out: the session may now be in `other` (it is, here), so it must
+    # not serve the next caller before it is back in the configured space (or replaced).
+    fake_graphd.script("RETURN 'slow'", delay=1.0, columns=["v"], rows=[["late"]])
+    cfg = ConnectionConfig(connect_timeout=2.0, request_timeout=0.3, ping_before_execute=not fast_path)
+    with make_client(fake_graphd, conn_config=cfg, session_config=SessionConfig(space=home)) as client:
+        client.execute("RETURN 0")  # the session exists (and kept its connection)
+        with pytest.raises(OutcomeUnknown):
+            client.execute("USE basketballplayer; RETURN 'slow'")
+        assert client.execute("RETURN 2").space_name == (home or "")
+        assert client.execute("RETURN 3").space_name == (home or "")
 
 
 # ---- SessionConfig and SessionPoolConfig taking effect -----------------------------------------
