@@ -82,6 +82,7 @@ def _inf(limit: float | None) -> float:
 #: ...``), so the session is put back in the configured space (or replaced) before it is reused.
 #: Such a session never reaches the fast path: its connection broke, so it kept none.
 _SPACE_UNKNOWN = "\x00unknown"
+_BAD_CREDENTIALS = -1001  # E_BAD_USERNAME_PASSWORD
 
 
 def _forget_space(session: ServerSession | None) -> None:
@@ -375,8 +376,9 @@ class NebulaClient:
 
     def _warm_up(self) -> None:
         """Create ``SessionPoolConfig.min_idle`` sessions on every host that is up, one thread per
-        host. A rejected login (wrong password) fails construction; any other failure is logged
-        and leaves that host to create its sessions when they are needed."""
+        host. Wrong credentials (``E_BAD_USERNAME_PASSWORD``) fail construction; any other
+        failure (graphd's session limit, a timeout, ...) is logged and leaves that host to create
+        its sessions when they are needed. Interrupted (Ctrl-C), it signs out what was made."""
         want = self._pool_config.min_idle
         if not want:
             return
@@ -397,10 +399,11 @@ class NebulaClient:
                         lease.session = self._authenticate(host, conn, deadline)
                     finally:
                         self._checkin(lease, conn)
-            except AuthenticationError as exc:
-                rejected.append(exc)
             except NebulaError as exc:
-                log.warning("could not create %d session(s) on %s at start: %s", want, host.name, exc)
+                if isinstance(exc, AuthenticationError) and exc.code == _BAD_CREDENTIALS:
+                    rejected.append(exc)
+                else:
+                    log.warning("could not create %d session(s) on %s at start: %s", want, host.name, exc)
             finally:
                 for lease in leases:
                     self._give_back(lease)  # idle now (or an empty slot again, if none was made)
@@ -408,8 +411,14 @@ class NebulaClient:
         threads = [threading.Thread(target=warm, args=(h,), daemon=True) for h in self._hosts]
         for t in threads:
             t.start()
-        for t in threads:
-            t.join()
+        try:
+            for t in threads:
+                t.join()
+        except BaseException:
+            # Ctrl-C while sessions are made: close, so the sessions made (and those still being
+            # made, which find the pool closed when given back) are signed out, not left on graphd.
+            self._shutdown(sign_out=True)
+            raise
         if rejected:
             self._shutdown(sign_out=True)
             raise rejected[0]

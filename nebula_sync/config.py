@@ -328,7 +328,8 @@ class SessionPoolConfig:
     :param max_lifetime: a session older than this is signed out and replaced when next borrowed.
     :param min_idle: sessions per host created when the client starts (at most ``size``), so
         the first statements don't wait for authentication; ``0``: every session is created
-        when first needed. Not topped up later: sessions are replaced when next borrowed.
+        when first needed. Wrong credentials then fail the constructor; other failures are
+        logged. Not topped up later: sessions are replaced when next borrowed.
     """
 
     size: int = attrs.field(default=4, validator=_int_at_least(1))

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
+import signal
 import socket
+import sys
+import threading
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -176,6 +180,55 @@ def test_min_idle_skips_a_host_that_is_down(fake_graphd_factory: Any) -> None:
                       session_pool_config=pool, conn_config=CONN, min_healthy_hosts=1) as client:  # fmt: skip
         assert up.stats().sessions_open == 1
         assert client.execute("RETURN 1 AS v").rows() == [(1,)]
+
+
+def test_min_idle_past_graphds_session_limit_starts_with_what_it_could_make(
+    fake_graphd_factory: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = fake_graphd_factory(max_sessions_per_ip_per_user=3)
+    pool = SessionPoolConfig(size=2, wait_timeout=5.0, min_idle=2)
+    first = NebulaClient(hosts=[server.address], username="root", password="nebula",
+                         session_pool_config=pool, conn_config=CONN)  # fmt: skip
+    try:
+        # graphd refuses the 4th session (E_SESSION_INVALID on authenticate): not a reason to fail
+        with NebulaClient(hosts=[server.address], username="root", password="nebula",
+                          session_pool_config=pool, conn_config=CONN) as second:  # fmt: skip
+            assert server.stats().sessions_open == 3
+            assert "could not create 2 session(s)" in caplog.text
+            assert second.execute("RETURN 1 AS v").rows() == [(1,)]
+    finally:
+        first.close()
+
+
+class _Interrupt(BaseException):
+    """Stands for KeyboardInterrupt, from this test's own SIGINT handler."""
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGINT") or sys.platform == "win32", reason="POSIX signals")
+def test_an_interrupted_min_idle_start_signs_out_what_it_made(fake_graphd_factory: Any) -> None:
+    quick, stuck = fake_graphd_factory(), fake_graphd_factory()
+    rule = stuck.script(method="authenticate", hold=True)  # this host's sessions never come
+
+    def interrupt(*_: Any) -> None:
+        raise _Interrupt
+
+    def send_sigint_when_quick_is_warm() -> None:
+        quick.wait_for(lambda s: s.sessions_open == 2, timeout=5.0)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    old = signal.signal(signal.SIGINT, interrupt)
+    helper = threading.Thread(target=send_sigint_when_quick_is_warm, daemon=True)
+    try:
+        helper.start()
+        with pytest.raises(_Interrupt):
+            NebulaClient(hosts=[quick.address, stuck.address], username="root", password="nebula",
+                         session_pool_config=SessionPoolConfig(size=2, wait_timeout=5.0, min_idle=2),
+                         conn_config=CONN, close_timeout=0.5)  # fmt: skip
+    finally:
+        signal.signal(signal.SIGINT, old)
+        rule.release()
+        helper.join(5)
+    quick.wait_for(lambda s: s.sessions_open == 0 and s.signouts == 2, timeout=5.0)
 
 
 # ---- a client.session() block ------------------------------------------------------------------
