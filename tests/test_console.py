@@ -237,6 +237,10 @@ def test_usage_errors(tmp_path: FsPath) -> None:
     assert missing.returncode == 2 and "cannot read" in missing.stderr
     both = run_cli(["--embedded", "--addr", "127.0.0.1:9669"], tmp_path)
     assert both.returncode == 2
+    for timeout in ("inf", "nan", "1e8", "0"):  # a usage error, not a traceback from the config
+        out_of_range = run_cli(["--embedded", "--timeout", timeout, "-e", "RETURN 1"], tmp_path)
+        assert out_of_range.returncode == 2 and "--timeout" in out_of_range.stderr, out_of_range.stderr
+        assert "Traceback" not in out_of_range.stderr
 
 
 def test_timing_flag_with_csv_goes_to_stderr(fake_graphd: FakeGraphd, tmp_path: FsPath) -> None:
@@ -568,6 +572,30 @@ def test_repl_goes_back_to_its_space_when_graphd_forgot_the_session(fake_graphd:
         "RETURN 3 AS three",
     ]
     assert log[2].session_id != log[3].session_id == log[4].session_id
+
+
+def test_repl_never_runs_a_statement_outside_the_space_its_prompt_shows(fake_graphd: FakeGraphd) -> None:
+    # After a broken connection the console takes a new session and moves it to the user's space.
+    # If that USE fails, the session must not be kept: the next statement would run elsewhere.
+    def break_next() -> None:
+        fake_graphd.script("RETURN 'x' AS x", drop="before_reply", times=1)
+
+    def fail_next_use() -> None:
+        fake_graphd.script("USE test", error=-1005, message="no leader", times=1)
+
+    with NebulaClient(fake_graphd.address, "root", "") as client:
+        repl, out, err = _scripted_repl(client, [
+            "USE test;", break_next, "RETURN 'x' AS x;", fail_next_use, "RETURN 1 AS one;",
+            "RETURN 2 AS two;", ":exit",
+        ])  # fmt: skip
+        repl.run()
+        assert repl.space == "test"
+    assert "no leader" in err.getvalue() and "| two |" in out.getvalue()
+    log = [(e.statement, e.session_id) for e in fake_graphd.statement_log()]
+    two = log.index(("RETURN 2 AS two", log[-1][1]))
+    sid = log[two][1]
+    assert [stmt for stmt, s in log[:two] if s == sid][-1] == "USE test"  # it ran in `test`
+    assert "RETURN 1 AS one" not in [stmt for stmt, _ in log]  # not sent: its USE had failed
 
 
 def test_repl_takes_a_new_session_after_the_server_was_down(fake_graphd: FakeGraphd) -> None:

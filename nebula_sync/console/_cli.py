@@ -25,7 +25,7 @@ import attrs
 
 from nebula_sync._client import NebulaClient, Session
 from nebula_sync._result import ResultSet
-from nebula_sync.config import ConnectionConfig, SessionConfig, SessionPoolConfig, parse_hosts
+from nebula_sync.config import MAX_SECONDS, ConnectionConfig, SessionConfig, SessionPoolConfig, parse_hosts
 from nebula_sync.console._output import FORMATS, format_error, render_result, write
 from nebula_sync.console._split import Statement, split_statements
 from nebula_sync.errors import (
@@ -84,8 +84,8 @@ def _positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    if not 0 < value <= MAX_SECONDS:  # NaN fails both
+        raise argparse.ArgumentTypeError(f"must be > 0 and at most {MAX_SECONDS:g} seconds, got {text}")
     return value
 
 

@@ -112,10 +112,16 @@ class Repl:
 
     def _open(self) -> Session:
         if self._session is None:
-            self._session = self._stack.enter_context(self.client.session())
+            session = self._stack.enter_context(self.client.session())
             if self.space and self.space != self._configured_space:
-                # a new session after a broken one: back to the space the user was in
-                self._session.execute(f"USE {_quote_name(self.space)}")
+                # a new session after a broken one: back to the space the user was in; kept only
+                # if that worked, or the next statement would run outside the prompt's space
+                try:
+                    session.execute(f"USE {_quote_name(self.space)}")
+                except BaseException:
+                    self._drop_session()
+                    raise
+            self._session = session
         return self._session
 
     def _drop_session(self) -> None:
