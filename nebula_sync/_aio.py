@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Optional
 
 from nebula_sync._client import _DEFAULT, NebulaClient, Params
 from nebula_sync.config import SessionPoolConfig
+from nebula_sync.errors import ClientClosed, PoolTimeout
 
 if TYPE_CHECKING:
     from nebula_sync._result import ResultSet
@@ -24,20 +26,51 @@ __all__ = ["NebulaAsyncClient"]
 
 
 class NebulaAsyncClient:
-    """Create with ``await NebulaAsyncClient.connect(...)`` (same arguments as ``NebulaClient``)."""
+    """Create with ``await NebulaAsyncClient.connect(...)`` (same arguments as ``NebulaClient``).
 
-    def __init__(self, client: NebulaClient, executor: ThreadPoolExecutor) -> None:
+    A call waits at most ``wait_timeout`` for a worker thread (there is one per session), then
+    fails with :class:`~nebula_sync.errors.PoolTimeout`, as the synchronous client does. A call
+    cancelled before a worker took it never runs; one cancelled while it runs goes on to its end
+    in its thread (a blocking call cannot be interrupted), and its session stays busy until then.
+    """
+
+    def __init__(self, client: NebulaClient, executor: ThreadPoolExecutor,
+                 wait_timeout: Optional[float] = None) -> None:  # fmt: skip
         self._client = client
         self._executor = executor
+        self._wait_timeout = wait_timeout
+        self._workers = len(client.stats().hosts) * (client._pool_config.size)
 
     @classmethod
     async def connect(cls, *args: Any, **kwargs: Any) -> NebulaAsyncClient:
-        """Build the client in a worker thread (it connects to every host) and wrap it."""
+        """Build the client in a worker thread (it connects to every host) and wrap it. If the
+        caller is cancelled meanwhile, the client is closed once it is built."""
         loop = asyncio.get_running_loop()
-        client = await loop.run_in_executor(None, functools.partial(NebulaClient, *args, **kwargs))
+        lock = threading.Lock()  # orders "built" against "abandoned", from two threads
+        state: dict[str, Any] = {}
+
+        def build() -> NebulaClient:
+            client = NebulaClient(*args, **kwargs)
+            with lock:
+                abandoned = state.get("abandoned", False)
+                state["client"] = client
+            if abandoned:
+                client.close()
+            return client
+
+        try:
+            client = await loop.run_in_executor(None, build)
+        except asyncio.CancelledError:
+            with lock:
+                state["abandoned"] = True
+                built = state.get("client")
+            if built is not None:  # built just as the caller gave up: close it off the loop
+                loop.run_in_executor(None, built.close)
+            raise
         pool_config = kwargs.get("session_pool_config") or SessionPoolConfig()
         workers = max(1, len(client.stats().hosts) * pool_config.size)
-        return cls(client, ThreadPoolExecutor(workers, thread_name_prefix="nebula_sync-aio"))
+        executor = ThreadPoolExecutor(workers, thread_name_prefix="nebula_sync-aio")
+        return cls(client, executor, pool_config.wait_timeout)
 
     @property
     def sync_client(self) -> NebulaClient:
@@ -45,8 +78,23 @@ class NebulaAsyncClient:
         return self._client
 
     async def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+        if self._client.closed:
+            raise ClientClosed("the client is closed")
+        try:
+            work = self._executor.submit(functools.partial(fn, *args, **kwargs))
+        except RuntimeError:  # the thread pool was shut down: close() ran
+            raise ClientClosed("the client is closed") from None
+        # Cancelling this await cancels a call no worker has taken yet; a running one goes on.
+        result = asyncio.wrap_future(work)
+        wait = self._wait_timeout
+        if wait is not None:
+            done, _ = await asyncio.wait({result}, timeout=wait)
+            if not done and work.cancel():  # still queued: every worker stayed busy
+                raise PoolTimeout(
+                    f"no session became free within wait_timeout={wait}s (all "
+                    f"{self._workers} worker threads of the asyncio client busy)"
+                )
+        return await result
 
     async def execute(
         self, statement: str, params: Params = None, *, timeout: Optional[float] = _DEFAULT,
@@ -83,9 +131,13 @@ class NebulaAsyncClient:
         return result
 
     async def close(self) -> None:
-        """Close the client (in a worker thread) and the thread pool."""
+        """Close the client and then the thread pool, in a worker thread (the event loop runs on).
+        Calls still queued then fail with :class:`~nebula_sync.errors.ClientClosed`."""
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, self._client.close)
+        await loop.run_in_executor(None, self._close_sync)
+
+    def _close_sync(self) -> None:
+        self._client.close()
         self._executor.shutdown(wait=True)
 
     async def __aenter__(self) -> NebulaAsyncClient:

@@ -1,0 +1,114 @@
+"""``NebulaAsyncClient`` against the fake graphd: waiting, cancellation and closing."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+import warnings
+from typing import Any
+
+import pytest
+
+from nebula_sync import ConnectionConfig, NebulaAsyncClient, SessionPoolConfig
+from nebula_sync.errors import ClientClosed, PoolTimeout
+from nebula_sync.testing import FakeGraphd
+
+CONN = ConnectionConfig(connect_timeout=2.0, request_timeout=10.0)
+
+
+async def connect(server: FakeGraphd, **pool: Any) -> NebulaAsyncClient:
+    return await NebulaAsyncClient.connect(
+        hosts=[server.address], username="root", password="nebula",
+        session_pool_config=SessionPoolConfig(**pool), conn_config=CONN,
+    )  # fmt: skip
+
+
+async def until(predicate: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.01)  # polling the fake server's counters, bounded by the deadline
+
+
+def test_a_closed_async_client_raises_client_closed(fake_graphd: FakeGraphd) -> None:
+    async def main() -> None:
+        client = await connect(fake_graphd, size=1, wait_timeout=5.0)
+        assert (await client.execute("RETURN 1 AS v")).rows() == [(1,)]
+        await client.close()
+        with pytest.raises(ClientClosed):
+            await client.execute("RETURN 2")
+        with pytest.raises(ClientClosed):
+            await client.ping()
+        await client.close()  # idempotent
+
+    asyncio.run(main())
+
+
+def test_a_call_waits_at_most_wait_timeout_for_a_worker(fake_graphd: FakeGraphd) -> None:
+    rule = fake_graphd.script("RETURN 'block'", hold=True)
+
+    async def main() -> None:
+        async with await connect(fake_graphd, size=1, wait_timeout=0.3) as client:
+            held = asyncio.ensure_future(client.execute("RETURN 'block'"))
+            await until(lambda: fake_graphd.stats().statements_running == 1)
+            start = time.monotonic()
+            with pytest.raises(PoolTimeout):
+                await client.execute("RETURN 'queued'")
+            assert 0.3 <= time.monotonic() - start < 1.5  # the held statement never ends by itself
+            rule.release()
+            assert (await held).rows() == [("block",)]
+            assert (await client.execute("RETURN 3 AS v")).rows() == [(3,)]
+
+    try:
+        asyncio.run(main())
+    finally:
+        rule.release()
+    assert "RETURN 'queued'" not in [e.statement for e in fake_graphd.statement_log()]  # never sent
+
+
+def test_a_call_cancelled_before_a_worker_took_it_never_runs(fake_graphd: FakeGraphd) -> None:
+    rule = fake_graphd.script("RETURN 'block'", hold=True)
+
+    async def main() -> None:
+        async with await connect(fake_graphd, size=1, wait_timeout=None) as client:
+            held = asyncio.ensure_future(client.execute("RETURN 'block'"))
+            await until(lambda: fake_graphd.stats().statements_running == 1)
+            queued = asyncio.ensure_future(client.execute("RETURN 'cancelled'"))
+            await asyncio.sleep(0)  # let it reach the queue
+            queued.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await queued
+            rule.release()
+            await held
+            assert (await client.execute("RETURN 4 AS v")).rows() == [(4,)]
+
+    try:
+        asyncio.run(main())
+    finally:
+        rule.release()
+    assert "RETURN 'cancelled'" not in [e.statement for e in fake_graphd.statement_log()]
+
+
+def test_a_cancelled_connect_closes_the_client_it_was_building(fake_graphd: FakeGraphd) -> None:
+    rule = fake_graphd.script(method="verifyClientVersion", hold=True)
+
+    async def main() -> None:
+        task = asyncio.ensure_future(connect(fake_graphd, size=1, wait_timeout=5.0, min_idle=1))
+        await until(lambda: fake_graphd.stats().connections_open == 1)  # the handshake is held
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        rule.release()  # the client gets built now, after its caller gave up
+        await until(lambda: fake_graphd.stats().authentications == 1)
+        await until(lambda: fake_graphd.stats().connections_open == 0)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ResourceWarning)
+        try:
+            asyncio.run(main())
+        finally:
+            rule.release()
+        gc.collect()
+    stats = fake_graphd.stats()
+    assert stats.sessions_open == 0 and stats.signouts == 1
