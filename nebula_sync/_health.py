@@ -184,7 +184,7 @@ def _web_addresses(addresses: tuple[HostAddress, ...], web_port: WebPorts) -> di
         for key, value in web_port.items():
             if not isinstance(key, str) or not isinstance(value, str):
                 raise TypeError("web_port mapping must map 'host:port' strings to 'host:port' strings")
-            given[_host_key(key)] = value
+            given[_host_key(key)] = _host_key(value)  # a typo is an error now, not an "outage"
         missing = [str(a) for a in addresses if str(a) not in given]
         if missing:
             raise ValueError(f"web_port mapping has no web address for {missing}")
@@ -258,7 +258,9 @@ def check_health(
 
     Never raises for an unhealthy host: failures are in the report. Returns within about
     ``timeout`` seconds whatever the hosts do; a probe still running then is reported as timed out
-    (its socket is closed in the background when its own timeout hits).
+    and goes on in the background until its own timeout hits, then closes its socket. (The web
+    probe's timeout bounds each wait for bytes, as urllib3's read timeout does: a web server that
+    keeps sending a byte now and then keeps that probe's thread and socket until it stops.)
 
     :param client: the client whose hosts (and connection settings) to check; it is not used
         otherwise: no session is borrowed.
@@ -309,11 +311,14 @@ def check_health(
             t.join(max(0.0, deadline - time.monotonic()))
         for name, kind, t in threads:
             # A probe still running keeps writing into results[name]; copy what it has so far (a
-            # dict copy is atomic) and call it timed out. Later writes are not seen.
+            # dict copy is atomic) and call it timed out. Later writes are not seen. Ask first,
+            # copy second: a probe that ends in between is then reported timed out, never as
+            # done with its results missing.
+            alive = t.is_alive()
             snap = dict(results[name])
             keys = _WEB_FIELDS if kind == "web" else _THRIFT_FIELDS
             fields[name].update({k: snap[k] for k in keys if k in snap})
-            if t.is_alive():
+            if alive:
                 fields[name][f"{kind}_error"] = f"no answer within {limit:g}s"
     finally:
         if web is not None:

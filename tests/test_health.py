@@ -293,6 +293,8 @@ def test_arguments_are_checked(fake_graphd_factory: Factory) -> None:
             ({"web_port": 70000}, ValueError),
             ({"web_port": "19669"}, TypeError),
             ({"web_port": {"127.0.0.1:1": "127.0.0.1:2"}}, ValueError),  # no entry for the host
+            ({"web_port": {server.address: "127.0.0.1:notaport"}}, ValueError),  # a typo, not an outage
+            ({"web_port": {server.address: "a b:1"}}, ValueError),
         ]
         for kwargs, exc in bad:
             with pytest.raises(exc):
