@@ -309,7 +309,10 @@ class NebulaClient:
             self._probe_hosts()
             self._warm_up()
         except BaseException:
+            # Also on Ctrl-C at any point here: what was opened or made is closed and signed out
+            # (idempotent after the shutdowns the steps above do before raising their own errors).
             self._closed = True
+            self._shutdown(sign_out=True)
             raise
         _register_fork_handler(self)
 
@@ -409,16 +412,12 @@ class NebulaClient:
                     self._give_back(lease)  # idle now (or an empty slot again, if none was made)
 
         threads = [threading.Thread(target=warm, args=(h,), daemon=True) for h in self._hosts]
+        # Ctrl-C from here on: the constructor shuts down, so the sessions made (and those still
+        # being made, which find the pool closed when given back) are signed out.
         for t in threads:
             t.start()
-        try:
-            for t in threads:
-                t.join()
-        except BaseException:
-            # Ctrl-C while sessions are made: close, so the sessions made (and those still being
-            # made, which find the pool closed when given back) are signed out, not left on graphd.
-            self._shutdown(sign_out=True)
-            raise
+        for t in threads:
+            t.join()
         if rejected:
             self._shutdown(sign_out=True)
             raise rejected[0]
