@@ -27,6 +27,7 @@ import attrs
 from nebula_sync.config import ConnectionConfig, HostAddress, parse_hosts
 from nebula_sync.errors import ClientClosed, NebulaError, WebServiceError
 from nebula_sync.web import DEFAULT_WEB_PORT, GraphdWebClient
+from nebula_sync.web import _parse_addr as _web_parse_addr
 
 if TYPE_CHECKING:
     from nebula_sync._client import NebulaClient
@@ -184,7 +185,9 @@ def _web_addresses(addresses: tuple[HostAddress, ...], web_port: WebPorts) -> di
         for key, value in web_port.items():
             if not isinstance(key, str) or not isinstance(value, str):
                 raise TypeError("web_port mapping must map 'host:port' strings to 'host:port' strings")
-            given[_host_key(key)] = _host_key(value)  # a typo is an error now, not an "outage"
+            # checked now (a typo is an error, not an "outage"), as the web client reads it:
+            # a missing port means graphd's default web port
+            given[_host_key(key)] = _web_parse_addr(value, DEFAULT_WEB_PORT).netloc
         missing = [str(a) for a in addresses if str(a) not in given]
         if missing:
             raise ValueError(f"web_port mapping has no web address for {missing}")
