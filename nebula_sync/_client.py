@@ -47,6 +47,7 @@ from nebula_sync.errors import (
     NebulaError,
     NoHostAvailable,
     OutcomeUnknown,
+    ServerError,
     error_code_name,
     lookup,
     redact_statement,
@@ -780,13 +781,15 @@ class NebulaClient:
             finally:
                 self._checkin(lease, conn)
         except (ConnectionFailed, OutcomeUnknown) as error:
-            if isinstance(error, OutcomeUnknown):
+            if sent:  # as in _attempt: the session's space is not known any more
                 _forget_space(lease.session)
             self._give_back(lease)
             if self._may_retry(error, 1, overall, idempotent):
                 return cast("ResultSet", self._run(prepared, _DEFAULT, idempotent, attempts=1, start=start))
             raise
-        except BaseException:
+        except BaseException as error:
+            if sent and not isinstance(error, ServerError):
+                _forget_space(lease.session)
             self._give_back(lease)
             raise
         self._give_back(lease)
@@ -844,12 +847,7 @@ class NebulaClient:
                 if session is None:
                     session = lease.session = self._authenticate(host, conn, overall)
                     if space and session.space != space:
-                        try:
-                            self._use(host, conn, session, space, overall)
-                        except BaseException:
-                            lease.session = None  # not in the block's space: never used
-                            self._signout(host, session, conn)
-                            raise
+                        self._move_to(host, lease, conn, session, space, overall)
                 elif restore_space and session.space is _SPACE_UNKNOWN:
                     self._restore_space(host, lease, conn, overall)  # USE, or sign it out
                     session = lease.session
@@ -861,8 +859,12 @@ class NebulaClient:
                     if code != 0 or (restore_space and session.space != self._home_space):
                         resp, session = self._settle(lease, conn, session, resp, code, prepared,
                                                      req_timeout, overall, as_json,
-                                                     restore_space=restore_space)  # fmt: skip
-                except OutcomeUnknown:
+                                                     restore_space=restore_space, space=space)  # fmt: skip
+                except ServerError:
+                    raise  # a reply came, and _settle left the session where it belongs
+                except BaseException:
+                    # sent, and no usable reply (none, too big, malformed, Ctrl-C while waiting):
+                    # graphd may have run it, so the session's space is not known any more
                     _forget_space(lease.session)
                     raise
                 return resp, session
@@ -890,22 +892,24 @@ class NebulaClient:
         as_json: bool,
         *,
         restore_space: bool,
+        space: str | None = None,
     ) -> tuple[Any, ServerSession]:
         """After an attempt's reply, when it is not a plain success: renew a session graphd no
         longer knows and send once more, raise a server error, or put the session back in the
-        configured space before it returns to the pool.
+        configured space before it returns to the pool. ``space``: a session block's last known
+        space, for a renewal when the session's own is unknown.
         """
         host = lease.host
         if code in _SESSION_INVALID:
             # graphd rejected the statement before running it: renew the session, retry once.
             self._broker.count(host, "session_renewals")
-            lost_space = session.space
+            lost_space = session.space if session.space is not _SPACE_UNKNOWN else space
             lease.session = None
             session = lease.session = self._authenticate(host, conn, overall)
             if not restore_space and lost_space and lost_space != session.space:
                 # A held session (client.session()) had switched space: a renewed one must run
                 # the statement in that space too, not the configured one.
-                self._use(host, conn, session, lost_space, overall)
+                self._move_to(host, lease, conn, session, lost_space, overall)
             resp, code = self._send(conn, session, prepared, req_timeout, overall, as_json)
             if code in _SESSION_INVALID:
                 lease.session = None  # rejected again: don't pool it
@@ -960,6 +964,20 @@ class NebulaClient:
         reply, code = self._send(conn, session, prepared, self._conn_config.request_timeout, deadline, False)
         if code != 0:
             raise self._server_error(reply, code, prepared, host, False)
+
+    def _move_to(self, host: HostEntry, lease: Lease, conn: Connection, session: ServerSession, space: str,
+                 deadline: float | None) -> None:  # fmt: skip
+        """Put a session just made for a session block into the block's ``space`` before its
+        statement runs. On failure the session is dropped (never used in another space); no
+        reply to the ``USE`` is a :class:`ConnectionFailed`: the statement was not sent."""
+        try:
+            self._use(host, conn, session, space, deadline)
+        except BaseException as exc:
+            lease.session = None
+            self._signout(host, session, conn)
+            if isinstance(exc, OutcomeUnknown):
+                raise _not_sent("the USE of the session block's space", host, exc) from exc
+            raise
 
     def _send(
         self,

@@ -30,6 +30,7 @@ from nebula_sync.errors import (
     ClientClosed,
     ExecutionError,
     OutcomeUnknown,
+    ProtocolError,
     SessionInvalid,
 )
 from nebula_sync.testing import FakeGraphd
@@ -99,6 +100,39 @@ def test_a_session_whose_statement_got_no_reply_is_not_reused_in_an_unknown_spac
             client.execute("USE basketballplayer; RETURN 'slow'")
         assert client.execute("RETURN 2").space_name == (home or "")
         assert client.execute("RETURN 3").space_name == (home or "")
+
+
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast-path", "general-path"])
+def test_a_session_whose_reply_was_refused_is_not_reused_in_an_unknown_space(
+    fake_graphd: FakeGraphd, fast_path: bool
+) -> None:
+    # A reply too big for max_frame_size is a ProtocolError, not OutcomeUnknown, yet graphd ran
+    # the statement: the session's space is just as unknown.
+    fake_graphd.script("RETURN 'big'", columns=["v"], rows=[["x" * 3000]])
+    cfg = ConnectionConfig(connect_timeout=2.0, request_timeout=5.0, max_frame_size=2048,
+                           ping_before_execute=not fast_path)  # fmt: skip
+    with make_client(fake_graphd, conn_config=cfg, session_config=SessionConfig(space="test")) as client:
+        client.execute("RETURN 0")
+        with pytest.raises(ProtocolError):
+            client.execute("USE basketballplayer; RETURN 'big'")
+        assert client.execute("RETURN 2").space_name == "test"
+
+
+def test_a_session_block_renewed_after_an_unknown_outcome_does_not_use_a_placeholder_space(
+    fake_graphd: FakeGraphd,
+) -> None:
+    fake_graphd.script("RETURN 'slow'", delay=1.0, columns=["v"], rows=[["late"]])
+    cfg = ConnectionConfig(connect_timeout=2.0, request_timeout=0.3)
+    with make_client(fake_graphd, conn_config=cfg, session_config=SessionConfig(space="test")) as client:
+        with client.session() as session:
+            session.execute("USE basketballplayer")
+            with pytest.raises(OutcomeUnknown):
+                session.execute("RETURN 'slow'")
+            assert session.space == ""  # unknown until the next reply
+            fake_graphd.forget_sessions()
+            rs = session.execute("RETURN 1 AS v")  # renewed, in the block's last known space
+            assert rs.rows() == [(1,)] and rs.space_name == "basketballplayer"
+    assert all("\x00" not in e.statement for e in fake_graphd.statement_log())
 
 
 # ---- SessionConfig and SessionPoolConfig taking effect -----------------------------------------
@@ -313,6 +347,21 @@ def test_a_session_block_whose_session_grew_too_old_goes_on_in_its_space(fake_gr
     assert ran[1] == ("USE basketballplayer", old) and old != new  # replaced...
     # ...and moved; the block's end then puts it back in the configured space for the pool
     assert ran[-3:] == [("USE basketballplayer", new), ("RETURN 1 AS v", new), ("USE test", new)]
+
+
+def test_a_block_whose_new_session_got_no_reply_to_its_use_retries_it(fake_graphd: FakeGraphd) -> None:
+    # The replacement session's USE of the block's space gets no reply: the statement was not
+    # sent, so it is tried once more (on another new session), not reported as "may have run".
+    pool = SessionPoolConfig(size=1, wait_timeout=5.0, max_lifetime=0.2)
+    with make_client(fake_graphd, pool=pool, session_config=SessionConfig(space="test")) as client:
+        with client.session() as session:
+            session.execute("USE basketballplayer")
+            made = time.monotonic()
+            fake_graphd.script("USE basketballplayer", drop="before_reply", times=1)
+            wait_until(lambda: time.monotonic() - made > 0.25)  # the rule under test is about age
+            rs = session.execute("RETURN 1 AS v")
+            assert rs.rows() == [(1,)] and rs.space_name == "basketballplayer"
+    assert [e.statement for e in fake_graphd.statement_log()].count("RETURN 1 AS v") == 1
 
 
 # ---- sockets and finalisers ----------------------------------------------------------------
