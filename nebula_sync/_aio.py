@@ -40,6 +40,11 @@ class NebulaAsyncClient:
         self._executor = executor
         self._wait_timeout = wait_timeout
         self._workers = len(client.stats().hosts) * (client._pool_config.size)
+        # calls handed to the thread pool and not finished: fewer than _workers means a worker is
+        # free and takes the next call at once. Guarded by _lock (finished calls count down from
+        # worker threads).
+        self._lock = threading.Lock()
+        self._unfinished = 0
 
     @classmethod
     async def connect(cls, *args: Any, **kwargs: Any) -> NebulaAsyncClient:
@@ -80,21 +85,33 @@ class NebulaAsyncClient:
     async def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         if self._client.closed:
             raise ClientClosed("the client is closed")
-        try:
-            work = self._executor.submit(functools.partial(fn, *args, **kwargs))
-        except RuntimeError:  # the thread pool was shut down: close() ran
-            raise ClientClosed("the client is closed") from None
+        with self._lock:
+            try:
+                work = self._executor.submit(functools.partial(fn, *args, **kwargs))
+            except RuntimeError:  # the thread pool was shut down: close() ran
+                raise ClientClosed("the client is closed") from None
+            queued = self._unfinished >= self._workers  # else a free worker takes it at once
+            self._unfinished += 1
+        work.add_done_callback(self._finished)
         # Cancelling this await cancels a call no worker has taken yet; a running one goes on.
         result = asyncio.wrap_future(work)
         wait = self._wait_timeout
-        if wait is not None:
-            done, _ = await asyncio.wait({result}, timeout=wait)
+        if queued and wait is not None:
+            try:
+                done, _ = await asyncio.wait({result}, timeout=wait)
+            except asyncio.CancelledError:
+                work.cancel()  # asyncio.wait leaves it queued otherwise
+                raise
             if not done and work.cancel():  # still queued: every worker stayed busy
                 raise PoolTimeout(
                     f"no session became free within wait_timeout={wait}s (all "
                     f"{self._workers} worker threads of the asyncio client busy)"
                 )
         return await result
+
+    def _finished(self, _: object) -> None:
+        with self._lock:
+            self._unfinished -= 1
 
     async def execute(
         self, statement: str, params: Params = None, *, timeout: Optional[float] = _DEFAULT,

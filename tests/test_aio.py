@@ -67,11 +67,14 @@ def test_a_call_waits_at_most_wait_timeout_for_a_worker(fake_graphd: FakeGraphd)
     assert "RETURN 'queued'" not in [e.statement for e in fake_graphd.statement_log()]  # never sent
 
 
-def test_a_call_cancelled_before_a_worker_took_it_never_runs(fake_graphd: FakeGraphd) -> None:
+@pytest.mark.parametrize("wait", [None, 5.0], ids=["no-wait-timeout", "wait-timeout"])
+def test_a_call_cancelled_before_a_worker_took_it_never_runs(
+    fake_graphd: FakeGraphd, wait: float | None
+) -> None:
     rule = fake_graphd.script("RETURN 'block'", hold=True)
 
     async def main() -> None:
-        async with await connect(fake_graphd, size=1, wait_timeout=None) as client:
+        async with await connect(fake_graphd, size=1, wait_timeout=wait) as client:
             held = asyncio.ensure_future(client.execute("RETURN 'block'"))
             await until(lambda: fake_graphd.stats().statements_running == 1)
             queued = asyncio.ensure_future(client.execute("RETURN 'cancelled'"))
@@ -112,3 +115,14 @@ def test_a_cancelled_connect_closes_the_client_it_was_building(fake_graphd: Fake
         gc.collect()
     stats = fake_graphd.stats()
     assert stats.sessions_open == 0 and stats.signouts == 1
+
+
+def test_a_zero_wait_timeout_fails_only_when_every_worker_is_busy(fake_graphd: FakeGraphd) -> None:
+    async def main() -> None:
+        async with await connect(fake_graphd, size=2, wait_timeout=0) as client:
+            for i in range(50):  # an idle client: a worker is always free
+                assert (await client.execute("RETURN $i", {"i": i})).rows() == [(i,)]
+            results = await asyncio.gather(*(client.execute("RETURN 1") for _ in range(2)))
+            assert len(results) == 2  # two workers, two calls: none waits
+
+    asyncio.run(main())
