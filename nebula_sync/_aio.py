@@ -100,7 +100,10 @@ class NebulaAsyncClient:
             try:
                 done, _ = await asyncio.wait({result}, timeout=wait)
             except asyncio.CancelledError:
-                work.cancel()  # asyncio.wait leaves it queued otherwise
+                # asyncio.wait leaves it queued otherwise; cancelling the wrapper also cancels the
+                # call (if no worker took it yet) and keeps a later failure of a running one from
+                # being logged as never retrieved
+                result.cancel()
                 raise
             if not done and work.cancel():  # still queued: every worker stayed busy
                 raise PoolTimeout(

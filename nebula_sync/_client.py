@@ -79,9 +79,9 @@ def _inf(limit: float | None) -> float:
     return math.inf if limit is None else limit
 
 
-#: ServerSession.space after a statement on it got no reply: it may have switched space (``USE x;
-#: ...``), so the session is put back in the configured space (or replaced) before it is reused.
-#: Such a session never reaches the fast path: its connection broke, so it kept none.
+#: ServerSession.space after a statement on it got no usable reply: it may have switched space
+#: (``USE x; ...``), so the session is put back in the configured space (or replaced) before it
+#: is reused. Such a session never reaches the fast path: _checkin() lets it keep no connection.
 _SPACE_UNKNOWN = "\x00unknown"
 _BAD_CREDENTIALS = -1001  # E_BAD_USERNAME_PASSWORD
 
@@ -842,13 +842,17 @@ class NebulaClient:
                 session = lease.session
                 if session is not None and self._ages_sessions and self._too_old(session):
                     lease.session = None
-                    self._signout(host, session, conn)
+                    self._signout(host, session, conn, wait=False)
                     session = None
                 if session is None:
                     session = lease.session = self._authenticate(host, conn, overall)
                     if space and session.space != space:
                         self._move_to(host, lease, conn, session, space, overall)
-                elif restore_space and session.space is _SPACE_UNKNOWN:
+                elif session.space is _SPACE_UNKNOWN and (restore_space or space is None):
+                    # a pooled call, or a block's first statement (on a session another caller's
+                    # statement left in doubt): back to the configured space, or a new session.
+                    # (A block's own doubtful statement is the block's to sort out: its next
+                    # reply says where the session is.)
                     self._restore_space(host, lease, conn, overall)  # USE, or sign it out
                     session = lease.session
                     if session is None:
@@ -946,8 +950,11 @@ class NebulaClient:
     def _checkin(self, lease: Lease, conn: Connection) -> None:
         """After a statement: the session keeps a healthy connection; otherwise the pool gets it."""
         session = lease.session
-        if session is not None and self._keep_conns and not self._broker.closed and conn.is_usable:
-            session.conn = conn  # kept while idle: the next borrower skips the connection pool
+        if (session is not None and self._keep_conns and not self._broker.closed and conn.is_usable
+                and session.space is not _SPACE_UNKNOWN):  # fmt: skip
+            # kept while idle: the next borrower skips the connection pool (on the fast path,
+            # which assumes a known space: a session whose space is unknown keeps none)
+            session.conn = conn
         else:
             lease.host.conn_pool.release(conn)
 
@@ -974,7 +981,7 @@ class NebulaClient:
             self._use(host, conn, session, space, deadline)
         except BaseException as exc:
             lease.session = None
-            self._signout(host, session, conn)
+            self._signout(host, session, conn, wait=False)
             if isinstance(exc, OutcomeUnknown):
                 raise _not_sent("the USE of the session block's space", host, exc) from exc
             raise
@@ -1073,7 +1080,7 @@ class NebulaClient:
                 if code != 0:
                     raise self._server_error(reply, code, prepared, host, False)
         except BaseException as exc:
-            self._signout(host, session, conn)
+            self._signout(host, session, conn, wait=False)
             if isinstance(exc, OutcomeUnknown):
                 raise _not_sent("the session set-up", host, exc) from exc
             raise
@@ -1099,7 +1106,7 @@ class NebulaClient:
             if session.space:
                 # No configured space to go back to: a session that chose one is not shared.
                 lease.session = None
-                self._signout(host, session, conn)
+                self._signout(host, session, conn, wait=False)
             return
         if session.space == wanted:
             return
@@ -1112,12 +1119,12 @@ class NebulaClient:
             code = -1
         if code != 0:
             lease.session = None
-            self._signout(host, session, conn)
+            self._signout(host, session, conn, wait=False)
         elif session.space is _SPACE_UNKNOWN:  # a reply without a space name: the USE worked
             session.space, session.space_raw = wanted, wanted.encode("utf-8")
 
     def _signout(self, host: HostEntry, session: ServerSession, conn: Connection | None,
-                 unreachable: set[str] | None = None) -> None:  # fmt: skip
+                 unreachable: set[str] | None = None, *, wait: bool = True) -> None:  # fmt: skip
         """Sign a session out (oneway, best effort) on ``conn``, else on the connection the session
         kept, else on a pooled or new one. The kept connection goes back to the pool.
 
@@ -1126,7 +1133,8 @@ class NebulaClient:
         session would stay on graphd until its idle timeout. ``unreachable`` (names of hosts, from
         :meth:`close`): a host whose pooled or new connection failed once is not tried again for
         the next session, as each try can take ``connect_timeout``; graphd drops those sessions
-        after its idle timeout.
+        after its idle timeout. ``wait=False`` (on a statement's path): a sign-out that needs
+        another connection is sent from a background thread, so that the caller's deadline holds.
         """
         parked, session.conn = session.conn, None
         signed_out = False
@@ -1151,13 +1159,25 @@ class NebulaClient:
                 log.debug("not signing out session %d on %s: the host could not be reached",
                           session.id, host.name)  # fmt: skip
                 return
-            try:
-                self._signout_on_another(host, session)
-            except NebulaError as exc:
-                log.debug("could not sign out session %d on %s: %s", session.id, host.name, exc)
-                if unreachable is not None and isinstance(exc, ConnectionFailed):
-                    unreachable.add(host.name)
+            if not wait:
+                # opening a connection can take connect_timeout, past the caller's deadline
+                threading.Thread(target=self._signout_elsewhere, args=(host, session, None),
+                                 name=f"nebula_sync-signout-{host.name}", daemon=True).start()  # fmt: skip
                 return
+            self._signout_elsewhere(host, session, unreachable)
+            return
+        self._broker.count(host, "sessions_signed_out")
+
+    def _signout_elsewhere(self, host: HostEntry, session: ServerSession,
+                           unreachable: set[str] | None) -> None:  # fmt: skip
+        """:meth:`_signout`'s last resort: a pooled or new connection (best effort, logged)."""
+        try:
+            self._signout_on_another(host, session)
+        except NebulaError as exc:
+            log.debug("could not sign out session %d on %s: %s", session.id, host.name, exc)
+            if unreachable is not None and isinstance(exc, ConnectionFailed):
+                unreachable.add(host.name)
+            return
         self._broker.count(host, "sessions_signed_out")
 
     def _signout_on_another(self, host: HostEntry, session: ServerSession) -> None:

@@ -24,11 +24,13 @@ from waiting import wait_until
 
 from nebula_sync import ConnectionConfig, NebulaClient, SessionConfig, SessionPoolConfig
 from nebula_sync._connection import Connection
+from nebula_sync._thrift import service
 from nebula_sync.config import HostAddress
 from nebula_sync.errors import (
     AuthenticationError,
     ClientClosed,
     ExecutionError,
+    NebulaError,
     OutcomeUnknown,
     ProtocolError,
     SessionInvalid,
@@ -133,6 +135,56 @@ def test_a_session_block_renewed_after_an_unknown_outcome_does_not_use_a_placeho
             rs = session.execute("RETURN 1 AS v")  # renewed, in the block's last known space
             assert rs.rows() == [(1,)] and rs.space_name == "basketballplayer"
     assert all("\x00" not in e.statement for e in fake_graphd.statement_log())
+
+
+def test_a_session_whose_json_reply_was_unreadable_is_not_reused_in_an_unknown_space(
+    fake_graphd: FakeGraphd,
+) -> None:
+    # An unreadable executeJson reply leaves the connection healthy: the session must still not
+    # keep it (the fast path would reuse the session without checking its space).
+    unreadable = service.ExecuteJsonResult(success=b'{"results": [\xff')
+    fake_graphd.script("RETURN 0 AS blob", raw=lambda ctx: ctx.reply(unreadable))
+    with make_client(fake_graphd, session_config=SessionConfig(space="basketballplayer")) as client:
+        client.execute("RETURN 0")
+        with pytest.raises(NebulaError, match="malformed JSON"):
+            client.execute_json("USE test; RETURN 0 AS blob")
+        assert client.execute("RETURN 1 AS a").space_name == "basketballplayer"
+
+
+def test_a_session_block_never_starts_on_a_session_left_in_an_unknown_space(fake_graphd: FakeGraphd) -> None:
+    fake_graphd.script("RETURN 0 AS lost", drop="before_reply", times=1)
+    with make_client(fake_graphd, session_config=SessionConfig(space="basketballplayer")) as client:
+        with pytest.raises(OutcomeUnknown):
+            client.execute("USE test; RETURN 0 AS lost")
+        with client.session() as session:  # the same (only) session, its space in doubt
+            assert session.execute("RETURN 1 AS a").space_name == "basketballplayer"
+
+
+def test_a_failed_set_up_does_not_keep_the_caller_past_its_deadline(fake_graphd: FakeGraphd) -> None:
+    # The set-up USE gets no reply and graphd then stops answering: signing the half-made session
+    # out needs a new connection, which may take connect_timeout. The caller does not wait for it.
+    fake_graphd.script("USE basketballplayer", delay=10)
+
+    def stall_after_the_use() -> None:
+        fake_graphd.wait_for(lambda s: s.statements >= 1, timeout=5.0)
+        fake_graphd.stall(True)
+
+    helper = threading.Thread(target=stall_after_the_use, daemon=True)
+    helper.start()
+    cfg = ConnectionConfig(connect_timeout=3.0, request_timeout=0.5)
+    pool = SessionPoolConfig(size=1, wait_timeout=0.5)
+    client = make_client(fake_graphd, pool=pool, conn_config=cfg,
+                         session_config=SessionConfig(space="basketballplayer"))  # fmt: skip
+    try:
+        start = time.monotonic()
+        with pytest.raises(NebulaError):
+            client.execute("RETURN 1")
+        assert time.monotonic() - start < 1.0 + 0.5  # wait_timeout + request_timeout, and slack
+    finally:
+        helper.join(5)
+        fake_graphd.stall(False)
+        fake_graphd.clear_scripts()
+        client.close()
 
 
 # ---- SessionConfig and SessionPoolConfig taking effect -----------------------------------------
