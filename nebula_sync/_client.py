@@ -829,10 +829,12 @@ class NebulaClient:
         restore_space: bool,
         release: bool = True,
         space: str | None = None,
+        first: bool = False,
     ) -> tuple[Any, ServerSession | None]:
         """Run one statement on the lease's host. Gives the lease back unless ``release`` is off.
         ``space``: where a session made here must be before the statement runs (a session block's
-        space, when its session had to be replaced)."""
+        space, when its session had to be replaced). ``first``: a session block's first
+        statement (its session, if any, comes from the pool as another caller left it)."""
         host = lease.host
         try:
             conn = self._checkout(lease, overall)
@@ -848,7 +850,7 @@ class NebulaClient:
                     session = lease.session = self._authenticate(host, conn, overall)
                     if space and session.space != space:
                         self._move_to(host, lease, conn, session, space, overall)
-                elif session.space is _SPACE_UNKNOWN and (restore_space or space is None):
+                elif session.space is _SPACE_UNKNOWN and (restore_space or first):
                     # a pooled call, or a block's first statement (on a session another caller's
                     # statement left in doubt): back to the configured space, or a new session.
                     # (A block's own doubtful statement is the block's to sort out: its next
@@ -1215,6 +1217,7 @@ class Session:
         #: the space the block's session was last seen in: a session that has to be replaced
         #: during the block (lost, too old) is moved there before the statement runs
         self._space: str | None = None
+        self._started = False  # a statement ran (or was tried) in this block
 
     @property
     def host(self) -> str:
@@ -1260,13 +1263,14 @@ class Session:
             overall = None if req_timeout is None else start + req_timeout
             if self._lease.session is not None and self._lease.session.space is not _SPACE_UNKNOWN:
                 self._space = self._lease.session.space  # after the block's earlier statements
+            first, self._started = not self._started, True
             attempts = 0
             while True:
                 attempts += 1
                 try:
                     resp, session = client._attempt(self._lease, prepared, req_timeout, overall, as_json,
                                                     restore_space=False, release=False,
-                                                    space=self._space)  # fmt: skip
+                                                    space=self._space, first=first)  # fmt: skip
                 except (ConnectionFailed, OutcomeUnknown) as exc:
                     # once more on this session's host: nothing was sent (ConnectionFailed), or
                     # the caller said running the statement twice is safe

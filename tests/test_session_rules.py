@@ -160,6 +160,22 @@ def test_a_session_block_never_starts_on_a_session_left_in_an_unknown_space(fake
             assert session.execute("RETURN 1 AS a").space_name == "basketballplayer"
 
 
+@pytest.mark.parametrize("home", ["basketballplayer", None], ids=["configured-space", "no-space"])
+def test_a_session_blocks_own_doubtful_first_statement_is_left_to_the_block(
+    fake_graphd: FakeGraphd, home: str | None
+) -> None:
+    # The block's first statement (on a session made for it) gets no reply, though graphd ran it:
+    # the next statement goes on where graphd left the session, as after any later statement.
+    fake_graphd.script("RETURN 'slow'", delay=2.5, columns=["v"], rows=[["late"]])
+    cfg = ConnectionConfig(connect_timeout=2.0, request_timeout=1.0)
+    with make_client(fake_graphd, conn_config=cfg, session_config=SessionConfig(space=home)) as client:
+        with client.session() as session:
+            with pytest.raises(OutcomeUnknown):
+                session.execute("USE test; RETURN 'slow'")
+            assert session.execute("RETURN 1 AS a").space_name == "test"
+    assert fake_graphd.stats().authentications == 1  # not replaced either
+
+
 def test_a_failed_set_up_does_not_keep_the_caller_past_its_deadline(fake_graphd: FakeGraphd) -> None:
     # The set-up USE gets no reply and graphd then stops answering: signing the half-made session
     # out needs a new connection, which may take connect_timeout. The caller does not wait for it.
