@@ -16,7 +16,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Optional
 
 from nebula_sync._client import _DEFAULT, NebulaClient, Params
-from nebula_sync.config import SessionPoolConfig
 from nebula_sync.errors import ClientClosed, PoolTimeout
 
 if TYPE_CHECKING:
@@ -34,12 +33,11 @@ class NebulaAsyncClient:
     in its thread (a blocking call cannot be interrupted), and its session stays busy until then.
     """
 
-    def __init__(self, client: NebulaClient, executor: ThreadPoolExecutor,
-                 wait_timeout: Optional[float] = None) -> None:  # fmt: skip
+    def __init__(self, client: NebulaClient) -> None:
         self._client = client
-        self._executor = executor
-        self._wait_timeout = wait_timeout
-        self._workers = len(client.stats().hosts) * (client._pool_config.size)
+        self._wait_timeout = client._pool_config.wait_timeout
+        self._workers = max(1, len(client.stats().hosts) * client._pool_config.size)  # one per session
+        self._executor = ThreadPoolExecutor(self._workers, thread_name_prefix="nebula_sync-aio")
         # calls handed to the thread pool and not finished: fewer than _workers means a worker is
         # free and takes the next call at once. Guarded by _lock (finished calls count down from
         # worker threads).
@@ -72,10 +70,7 @@ class NebulaAsyncClient:
             if built is not None:  # built just as the caller gave up: close it off the loop
                 loop.run_in_executor(None, built.close)
             raise
-        pool_config = kwargs.get("session_pool_config") or SessionPoolConfig()
-        workers = max(1, len(client.stats().hosts) * pool_config.size)
-        executor = ThreadPoolExecutor(workers, thread_name_prefix="nebula_sync-aio")
-        return cls(client, executor, pool_config.wait_timeout)
+        return cls(client)
 
     @property
     def sync_client(self) -> NebulaClient:

@@ -997,9 +997,7 @@ class NebulaClient:
         overall: Optional[float],
         as_json: bool,
     ) -> tuple[Any, int]:
-        deadline = None if req_timeout is None else time.monotonic() + req_timeout
-        if deadline is not None and overall is not None and overall < deadline:
-            deadline = overall
+        deadline = _earlier(overall, None if req_timeout is None else time.monotonic() + req_timeout)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("[%s] session %d: %.200s", conn.host, session.id, redact_statement(prepared.text))
         if as_json:
