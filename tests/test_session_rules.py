@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from waiting import wait_until
 
-from nebula_sync import ConnectionConfig, NebulaClient, SessionConfig, SessionPoolConfig
+from nebula_sync import ConnectionConfig, NebulaClient, ResultSet, SessionConfig, SessionPoolConfig
 from nebula_sync._connection import Connection
 from nebula_sync._thrift import service
 from nebula_sync.config import HostAddress
@@ -401,15 +401,24 @@ def test_a_session_block_whose_renewal_lost_its_reply_runs_in_the_space_it_chose
     assert len(ran) == 1
 
 
-def test_a_session_block_whose_session_grew_too_old_goes_on_in_its_space(fake_graphd: FakeGraphd) -> None:
+def run_after_the_blocks_session_grew_too_old(server: FakeGraphd, meanwhile: Any = None) -> ResultSet:
+    """In a ``session()`` block (configured space ``test``, ``max_lifetime=0.2``) that switched to
+    ``basketballplayer``: run ``meanwhile()`` (if given), let the session grow too old, then run
+    ``RETURN 1 AS v`` and return its result."""
     pool = SessionPoolConfig(size=1, wait_timeout=5.0, max_lifetime=0.2)
-    with make_client(fake_graphd, pool=pool, session_config=SessionConfig(space="test")) as client:
+    with make_client(server, pool=pool, session_config=SessionConfig(space="test")) as client:
         with client.session() as session:
             session.execute("USE basketballplayer")
             made = time.monotonic()
+            if meanwhile is not None:
+                meanwhile()
             wait_until(lambda: time.monotonic() - made > 0.25)  # the rule under test is about age
-            rs = session.execute("RETURN 1 AS v")
-            assert rs.space_name == "basketballplayer"
+            return session.execute("RETURN 1 AS v")
+
+
+def test_a_session_block_whose_session_grew_too_old_goes_on_in_its_space(fake_graphd: FakeGraphd) -> None:
+    rs = run_after_the_blocks_session_grew_too_old(fake_graphd)
+    assert rs.space_name == "basketballplayer"
     ran = [(e.statement, e.session_id) for e in fake_graphd.statement_log()]
     old, new = ran[1][1], ran[-1][1]  # ran[0]: the set-up's "USE test"
     assert ran[1] == ("USE basketballplayer", old) and old != new  # replaced...
@@ -420,15 +429,10 @@ def test_a_session_block_whose_session_grew_too_old_goes_on_in_its_space(fake_gr
 def test_a_block_whose_new_session_got_no_reply_to_its_use_retries_it(fake_graphd: FakeGraphd) -> None:
     # The replacement session's USE of the block's space gets no reply: the statement was not
     # sent, so it is tried once more (on another new session), not reported as "may have run".
-    pool = SessionPoolConfig(size=1, wait_timeout=5.0, max_lifetime=0.2)
-    with make_client(fake_graphd, pool=pool, session_config=SessionConfig(space="test")) as client:
-        with client.session() as session:
-            session.execute("USE basketballplayer")
-            made = time.monotonic()
-            fake_graphd.script("USE basketballplayer", drop="before_reply", times=1)
-            wait_until(lambda: time.monotonic() - made > 0.25)  # the rule under test is about age
-            rs = session.execute("RETURN 1 AS v")
-            assert rs.rows() == [(1,)] and rs.space_name == "basketballplayer"
+    rs = run_after_the_blocks_session_grew_too_old(
+        fake_graphd, lambda: fake_graphd.script("USE basketballplayer", drop="before_reply", times=1)
+    )
+    assert rs.rows() == [(1,)] and rs.space_name == "basketballplayer"
     assert [e.statement for e in fake_graphd.statement_log()].count("RETURN 1 AS v") == 1
 
 
