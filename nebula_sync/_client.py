@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 import logging
 import math
@@ -47,6 +48,7 @@ from nebula_sync.errors import (
     NebulaError,
     NoHostAvailable,
     OutcomeUnknown,
+    ProtocolError,
     ServerError,
     error_code_name,
     lookup,
@@ -90,6 +92,26 @@ def _forget_space(session: ServerSession | None) -> None:
     if session is not None:
         session.space = _SPACE_UNKNOWN
         session.space_raw = b"\x00"  # matches no space_name: the next reply's is taken, whatever it is
+
+
+def _escape_json_bytes(exc: UnicodeError) -> tuple[str, int]:
+    """Codec error handler: invalid UTF-8 as ``\\xNN`` escapes a JSON parser reads as text (``\\\\``)."""
+    if not isinstance(exc, UnicodeDecodeError):
+        raise exc
+    return "".join(f"\\\\x{b:02x}" for b in exc.object[exc.start : exc.end]), exc.end
+
+
+codecs.register_error("nebula_sync.json_bytes", _escape_json_bytes)
+
+
+def _json_text(raw: bytes) -> str:
+    """``execute_json``'s reply as text. graphd copies string bytes into its JSON unchecked, so a
+    stored string that is not UTF-8 would make the whole document unreadable: its invalid bytes
+    become the same ``\\xNN`` text :meth:`NebulaClient.execute` shows for them."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("utf-8", "nebula_sync.json_bytes")
 
 
 def _earlier(a: float | None, b: float | None) -> float | None:
@@ -1003,12 +1025,12 @@ class NebulaClient:
         if as_json:
             raw = conn.execute_json(session.id, prepared.stmt, prepared.params, deadline)
             try:
-                doc = json.loads(raw)
+                doc = json.loads(_json_text(raw))
                 code = int(doc["errors"][0]["code"])
                 results = doc.get("results") or [{}]
                 space = results[0].get("spaceName")
             except (ValueError, KeyError, IndexError, TypeError) as exc:
-                raise NebulaError(f"graphd returned malformed JSON: {exc}", host=conn.host) from exc
+                raise ProtocolError(f"graphd returned malformed JSON: {exc}", host=conn.host) from exc
             if space is not None:
                 session.space = str(space)
                 session.space_raw = session.space.encode("utf-8")

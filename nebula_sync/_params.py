@@ -53,6 +53,8 @@ _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 def _check_range(v: int, lo: int, hi: int, what: str, name: str) -> int:
+    if not isinstance(v, int):
+        raise TypeError(f"{name}: {what} must be an int, not {type(v).__name__} ({v!r})")
     if not lo <= v <= hi:
         raise ValueError(f"{name}: {what} {v} is out of range [{lo}, {hi}]")
     return v
@@ -75,11 +77,29 @@ def _time(hour: int, minute: int, sec: int, microsec: int, name: str) -> ttypes.
     )
 
 
-def _utc_datetime(d: _dt.datetime) -> _dt.datetime:
+def _utc_datetime(d: _dt.datetime, name: str) -> _dt.datetime:
     """``d`` in UTC (naive values are taken as UTC already), as a naive datetime."""
     if d.tzinfo is not None and d.utcoffset() is not None:
-        d = d.astimezone(_UTC)
+        try:
+            d = d.astimezone(_UTC)
+        except OverflowError:  # e.g. 0001-01-01T00:00+01:00 is in year 0 in UTC
+            raise ValueError(
+                f"{name}: {d.isoformat()} in UTC is outside Python's datetime range; pass it as a "
+                "RawDateTime in UTC"
+            ) from None
     return d.replace(tzinfo=None)
+
+
+def _numpy_scalar(obj: Any) -> Any:
+    """A numpy bool, integer or float scalar (what pandas hands out) as the Python value, else
+    ``_NOT_NUMPY``. numpy is never imported here."""
+    if type(obj).__module__ == "numpy" and getattr(getattr(obj, "dtype", None), "kind", "") in _NUMPY_KINDS:
+        return obj.item()
+    return _NOT_NUMPY
+
+
+_NUMPY_KINDS = ("b", "i", "u", "f")  # bool, signed, unsigned, float; not datetime64 (.item() is lossy)
+_NOT_NUMPY = object()
 
 
 def _utc_time(t: _dt.time) -> _dt.time:
@@ -149,7 +169,7 @@ def _convert(obj: Any, name: str) -> ttypes.Value:
         return _V(uVal=ttypes.NSet(values={to_value(v, f"{name}[...]") for v in obj}))
     # datetime before date: a datetime is a date (nebula3-python truncates it, issue #378)
     if isinstance(obj, _dt.datetime):
-        d = _utc_datetime(obj)
+        d = _utc_datetime(obj, name)
         return _V(
             dtVal=ttypes.DateTime(
                 year=d.year, month=d.month, day=d.day, hour=d.hour, minute=d.minute,
@@ -164,6 +184,7 @@ def _convert(obj: Any, name: str) -> ttypes.Value:
     if isinstance(obj, _dt.timedelta):
         obj = Duration.from_timedelta(obj)
     if isinstance(obj, Duration):
+        # seconds and microseconds are sent as given (graphd normalises them); only their sizes are checked
         return _V(
             duVal=ttypes.Duration(
                 seconds=_check_range(obj.seconds, _I64_MIN, _I64_MAX, "seconds", name),
@@ -222,6 +243,9 @@ def _convert(obj: Any, name: str) -> ttypes.Value:
                 microsec=t.microsec,
             )
         )  # fmt: skip
+    item = _numpy_scalar(obj)
+    if item is not _NOT_NUMPY:
+        return _convert(item, name)
     raise TypeError(
         f"{name}: cannot send a value of type {type(obj).__module__}.{type(obj).__qualname__} to NebulaGraph"
     )
@@ -300,11 +324,12 @@ _RESERVED = frozenset(
     """
     ACROSS ADD ALTER AND AS ASC ASCENDING BALANCE BOOL BY CASE CHANGE COMPACT CREATE DATE DATETIME
     DELETE DESC DESCENDING DESCRIBE DISTINCT DOUBLE DOWNLOAD DROP DURATION EDGE EDGES EXISTS EXPLAIN
-    FALSE FETCH FIND FIXED_STRING FLOAT FLUSH FORMAT FROM GET GETDATE GO GRANT IF IGNORE_EXISTED_INDEX
-    IN INDEX INDEXES INGEST INSERT INT INT16 INT32 INT64 INT8 INTERSECT IS LIMIT LIST LOOKUP MAP MATCH
-    MINUS NO NOT NULL OF OFFSET ON OR ORDER OVER OVERWRITE PATH PROP REBUILD RECOVER REMOVE REPLACE
-    RESTART RETURN REVERSELY REVOKE SET SHOW STEP STEPS STOP STRING SUBMIT TAG TAGS TIME TIMESTAMP TO
-    TRUE UNION UNWIND UPDATE UPSERT UPTO USE VERTEX VERTICES WHEN WHERE WITH XOR YIELD
+    FALSE FETCH FIND FIXED_STRING FLOAT FLUSH FORMAT FROM GEOGRAPHY GET GETDATE GO GRANT IF
+    IGNORE_EXISTED_INDEX IN INDEX INDEXES INGEST INSERT INT INT16 INT32 INT64 INT8 INTERSECT IS LIMIT
+    LIST LOOKUP MAP MATCH MINUS NO NOT NULL OF OFFSET ON OR ORDER OVER OVERWRITE PATH PROFILE PROP
+    REBUILD RECOVER REMOVE REPLACE RESTART RETURN REVERSELY REVOKE SET SHOW STEP STEPS STOP STRING
+    SUBMIT TAG TAGS TIME TIMESTAMP TO TRUE UNION UNWIND UPDATE UPSERT UPTO USE VERTEX VERTICES WHEN
+    WHERE WITH XOR YIELD
     """.split()
 )
 
@@ -319,7 +344,7 @@ def _string_literal(s: str, name: str) -> str:
 def _float_literal(f: float, name: str) -> str:
     if math.isnan(f) or math.isinf(f):
         raise ValueError(f"{name}: {f} has no nGQL literal (NaN and infinity cannot be written)")
-    text = repr(f)
+    text = float.__repr__(f)  # not repr(): a numpy float64 (a float subclass) shows as np.float64(...)
     if "e" in text or "E" in text:  # nGQL has no exponent syntax: write the digits out
         text = format(Decimal(text), "f")
     if "." not in text:
@@ -343,8 +368,7 @@ _UTC_SUFFIX = "+00:00"
 
 
 def _iso_date(year: int, month: int, day: int) -> str:
-    sign = "-" if year < 0 else ""
-    return f"{sign}{abs(year):04d}-{month:02d}-{day:02d}"
+    return f"{year:04d}-{month:02d}-{day:02d}"  # never a negative year: see render_literal
 
 
 def _iso_time(hour: int, minute: int, sec: int, micro: int) -> str:
@@ -407,16 +431,21 @@ def render_literal(obj: Any, name: str = "value") -> str:
     # Times and datetimes carry an explicit "+00:00": graphd reads a literal without an offset
     # in its own configured timezone (timezone_name) and would shift a UTC value by it.
     if isinstance(obj, _dt.datetime):
-        d = _utc_datetime(obj)
+        d = _utc_datetime(obj, name)
         text = _iso_date(d.year, d.month, d.day) + "T" + _iso_time(d.hour, d.minute, d.second, d.microsecond)
         return f'datetime("{text}{_UTC_SUFFIX}")'
     if isinstance(obj, RawDateTime):
+        if obj.year < 0:
+            # graphd takes negative years only in the map form, which it reads in its own timezone
+            raise ValueError(f"{name}: datetime year {obj.year} has no nGQL literal in UTC; use a $parameter")
         text = _iso_date(obj.year, obj.month, obj.day) + "T"
         text += _iso_time(obj.hour, obj.minute, obj.sec, obj.microsec)
         return f'datetime("{text}{_UTC_SUFFIX}")'
     if isinstance(obj, _dt.date):
         return f'date("{_iso_date(obj.year, obj.month, obj.day)}")'
     if isinstance(obj, RawDate):
+        if obj.year < 0:  # graphd takes negative years only in the map form (nGQL date and time types)
+            return f"date({{year: {obj.year}, month: {obj.month}, day: {obj.day}}})"
         return f'date("{_iso_date(obj.year, obj.month, obj.day)}")'
     if isinstance(obj, _dt.time):
         t = _utc_time(obj)
@@ -426,11 +455,14 @@ def render_literal(obj: Any, name: str = "value") -> str:
     if isinstance(obj, _dt.timedelta):
         obj = Duration.from_timedelta(obj)
     if isinstance(obj, Duration):
-        parts = [f"{k}: {v}" for k, v in (("months", obj.months), ("seconds", obj.seconds),
-                 ("microseconds", obj.microseconds)) if v]  # fmt: skip
+        fields = (("months", obj.months), ("seconds", obj.seconds), ("microseconds", obj.microseconds))
+        parts = [f"{k}: {_check_range(v, _I64_MIN, _I64_MAX, k, name)}" for k, v in fields if v]
         return "duration({" + (", ".join(parts) or "seconds: 0") + "})"
     if isinstance(obj, (Point, LineString, Polygon)):
         return _wkt_literal(obj, name)
+    item = _numpy_scalar(obj)
+    if item is not _NOT_NUMPY:
+        return render_literal(item, name)
     raise TypeError(
         f"{name}: a value of type {type(obj).__module__}.{type(obj).__qualname__} has no nGQL "
         "literal; pass it as a $parameter instead"

@@ -579,13 +579,24 @@ class ResultSet:
         return iter(self)
 
     def row_values(self, index: int) -> Record:
-        """The :class:`Record` at row ``index``."""
+        """The :class:`Record` at row ``index`` (negative counts from the end)."""
+        if not isinstance(index, int):
+            raise TypeError(f"row index must be an int, not {type(index).__name__}")
         try:
             return self._record(self._rows[index])
         except IndexError:
             raise IndexError(f"row index {index} out of range ({len(self._rows)} rows)") from None
 
-    def __getitem__(self, index: int) -> Record:
+    @overload
+    def __getitem__(self, index: int) -> Record: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Record]: ...
+
+    def __getitem__(self, index: int | slice) -> Record | list[Record]:
+        """``result[i]``: the :class:`Record` at row ``i``; ``result[i:j]``: a list of them."""
+        if isinstance(index, slice):
+            names, cols, tz = self._names, self._col_index(), self._tz
+            return [Record(r, names, cols, tz) for r in self._rows[index]]
         return self.row_values(index)
 
     def rows(self) -> list[tuple[Any, ...]]:

@@ -222,6 +222,11 @@ def _iso_parts(months: int, total_us: int) -> str:
     return "P" + date + ("T" + time if time else "")
 
 
+def _whole(_: object, attribute: attrs.Attribute[int], value: object) -> None:
+    if not isinstance(value, int):
+        raise TypeError(f"Duration {attribute.name} must be an int, not {type(value).__name__} ({value!r})")
+
+
 @attrs.frozen(eq=False)
 class Duration:
     """A graph ``Duration``: calendar ``months`` plus ``seconds`` and ``microseconds``.
@@ -231,9 +236,9 @@ class Duration:
     duration. Immutable; thread-safe.
     """
 
-    months: int = 0
-    seconds: int = 0
-    microseconds: int = 0
+    months: int = attrs.field(default=0, validator=_whole)
+    seconds: int = attrs.field(default=0, validator=_whole)
+    microseconds: int = attrs.field(default=0, validator=_whole)
 
     @property
     def total_microseconds(self) -> int:
@@ -269,10 +274,13 @@ class Duration:
 
     def to_timedelta(self) -> _dt.timedelta:
         """The duration as a :class:`datetime.timedelta`; ``ValueError`` if it has months (a month
-        has no fixed length)."""
+        has no fixed length), ``OverflowError`` beyond a timedelta's ±999,999,999 days."""
         if self.months:
             raise ValueError(f"duration {self} has months, which have no fixed length in a timedelta")
-        return _dt.timedelta(microseconds=self.total_microseconds)
+        try:
+            return _dt.timedelta(microseconds=self.total_microseconds)
+        except OverflowError:
+            raise OverflowError(f"duration {self} is beyond a timedelta (±999,999,999 days)") from None
 
     @classmethod
     def from_timedelta(cls, delta: _dt.timedelta) -> Duration:
@@ -669,10 +677,13 @@ class DataSetValue:
 
 
 class SetList(list):  # type: ignore[type-arg]
-    """A graph set whose members are not hashable in Python (lists, maps): kept as a list.
+    """A graph set that a Python ``set`` cannot hold: a member is unhashable (a list or a map), or
+    two members are equal in Python though not in the graph (``1``, ``1.0`` and ``true``).
 
-    Behaves as a ``list``; :class:`ValueWrapper` reports it as a set and parameters encode it back as
-    a set. Not thread-safe for mutation (like any list).
+    A ``list`` in the order the server sent; compared with another ``SetList``, a ``set`` or a
+    ``frozenset`` it is equal when it holds the same members as many times, in any order (a
+    graph set has no order). :class:`ValueWrapper` reports it as a set and parameters encode it
+    back as a set. Not thread-safe for mutation (like any list).
     """
 
     __slots__ = ()
@@ -680,12 +691,39 @@ class SetList(list):  # type: ignore[type-arg]
     def __repr__(self) -> str:
         return f"SetList({list.__repr__(self)})"
 
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, (SetList, set, frozenset)):
+            return list.__eq__(self, other)
+        if len(self) != len(other):
+            return False
+        rest = list(other)
+        for member in self:  # members may be unhashable: pair them off one by one
+            for i, candidate in enumerate(rest):
+                if candidate == member:
+                    del rest[i]
+                    break
+            else:
+                return False
+        return True
+
+    def __ne__(self, other: object) -> bool:
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
+
+    __hash__ = None  # a list: mutable
+
 
 # ---- nGQL text -------------------------------------------------------------------------------
 
 
+#: what a quoted string shows escaped: the backslash, the quote and every control character (a tab or
+#: a carriage return would break a printed table's alignment, an ESC reach the terminal)
+_QUOTE_ESCAPES = {ord("\\"): "\\\\", ord('"'): '\\"', ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"}
+_QUOTE_ESCAPES.update({c: f"\\x{c:02x}" for c in [*range(32), 127] if c not in _QUOTE_ESCAPES})
+
+
 def _quote(s: str) -> str:
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    return '"' + s.translate(_QUOTE_ESCAPES) + '"'
 
 
 def _float_text(f: float) -> str:

@@ -9,6 +9,7 @@ from collections import OrderedDict
 from decimal import Decimal
 from typing import Any
 
+import numpy as np  # installed with pandas, a test dependency
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -100,6 +101,9 @@ def same(a: Any, b: Any) -> bool:
         (Point(1, 2), T.Value(ggVal=T.Geography(ptVal=T.Point(coord=T.Coordinate(x=1.0, y=2.0))))),
         (RawDate(-5, 1, 2), T.Value(dVal=T.Date(year=-5, month=1, day=2))),
         (RawTime(25, 0, 0, 0), T.Value(tVal=T.Time(hour=25, minute=0, sec=0, microsec=0))),
+        (np.int64(-7), T.Value(iVal=-7)),  # numpy scalars, as pandas hands them out
+        (np.bool_(False), T.Value(bVal=False)),
+        ([np.float32(0.5)], T.Value(lVal=T.NList(values=[T.Value(fVal=0.5)]))),
     ],
 )
 def test_to_value_wire_form(obj: Any, expected: T.Value) -> None:
@@ -158,6 +162,8 @@ def test_graph_values_to_value() -> None:
         (RawDate(40000, 1, 1), ValueError, "year 40000 is out of range"),
         (Duration(2**31, 0, 0), ValueError, "months"),
         (Node("a", {"t": {"k": object()}}), TypeError, r"^p\.k: cannot send"),
+        (np.datetime64("2024-01-01"), TypeError, r"^p: cannot send a value of type numpy\.datetime64"),
+        (dt.datetime(9999, 12, 31, 23, tzinfo=dt.timezone(-dt.timedelta(hours=5))), ValueError, "in UTC"),
     ],
 )
 def test_to_value_errors_name_the_parameter(obj: Any, exc: type[Exception], message: str) -> None:
@@ -343,7 +349,14 @@ def test_parameter_map_errors(params: Any, exc: type[Exception], message: str) -
         (dt.time(3, 4, 5), 'time("03:04:05.000000+00:00")'),
         (dt.time(3, 4, 5, tzinfo=dt.timezone(dt.timedelta(hours=-5))), 'time("08:04:05.000000+00:00")'),
         (RawTime(25, 0, 0, 0), 'time("25:00:00.000000+00:00")'),
-        (RawDateTime(-5, 1, 2, 3, 4, 5, 6), 'datetime("-0005-01-02T03:04:05.000006+00:00")'),
+        (RawDateTime(5, 1, 2, 3, 4, 5, 6), 'datetime("0005-01-02T03:04:05.000006+00:00")'),
+        (RawDate(-5, 1, 2), "date({year: -5, month: 1, day: 2})"),  # graphd: negative years as a map
+        (np.float64(1.5), "1.5"),  # a float subclass whose repr() is np.float64(1.5)
+        (np.float64(-1e-7), "-0.0000001"),
+        (np.int64(7), "7"),
+        (np.bool_(True), "true"),
+        ([np.uint8(3), np.float32(0.5)], "[3, 0.5]"),
+        ({"profile": 1, "Explain": 2, "geography": 3}, "{`profile`: 1, `Explain`: 2, `geography`: 3}"),
         (Duration(1, 2, 3), "duration({months: 1, seconds: 2, microseconds: 3})"),
         (Duration(), "duration({seconds: 0})"),
         (dt.timedelta(minutes=1), "duration({seconds: 60})"),
@@ -373,6 +386,9 @@ def test_render_literal(obj: Any, literal: str) -> None:
         ({"k\udcff": 1}, ValueError, "^v: string is not valid Unicode text"),
         ([1, "\ud800"], ValueError, r"^v\[1\]: .*surrogates"),
         (Point(float("nan"), 0), ValueError, "not finite"),
+        (RawDateTime(-5, 1, 2, 3, 4, 5, 6), ValueError, r"^v: datetime year -5 .*\$parameter"),
+        (dt.datetime(1, 1, 1, tzinfo=dt.timezone(dt.timedelta(hours=1))), ValueError, "^v: .*in UTC"),
+        (np.datetime64("2024-01-01"), TypeError, "has no nGQL literal"),
     ],
 )
 def test_render_literal_errors(obj: Any, exc: type[Exception], message: str) -> None:

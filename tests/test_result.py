@@ -116,6 +116,9 @@ def test_records_and_access() -> None:
         r0[1.5]  # type: ignore[index]
     with pytest.raises(IndexError, match="row index 5"):
         rs.row_values(5)
+    assert rs[-1] == recs[1] and rs[:1] == [r0] and rs[::-1] == [recs[1], r0] and rs[5:] == []
+    with pytest.raises(TypeError, match="row index must be an int, not str"):
+        rs.row_values("id")  # type: ignore[arg-type]
 
 
 def test_one_scalar_and_columns() -> None:
@@ -314,6 +317,13 @@ def test_table_as_nebula_console_prints_it() -> None:
     buf = io.StringIO()
     rs.print(file=buf)
     assert buf.getvalue() == expected + "\n"
+
+
+def test_control_characters_are_escaped_in_tables() -> None:
+    rs = result(["s"], [["a\tb\rc\x1b[2Jd\ne\x7f"]])
+    line = str(rs).splitlines()[3]
+    assert line == '| "a\\tb\\rc\\x1b[2Jd\\ne\\x7f" |'
+    assert str(Node("x\ty")) == '("x\\ty")'
 
 
 def test_print_to_stdout(capsys: pytest.CaptureFixture[str]) -> None:

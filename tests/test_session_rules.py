@@ -146,9 +146,22 @@ def test_a_session_whose_json_reply_was_unreadable_is_not_reused_in_an_unknown_s
     fake_graphd.script("RETURN 0 AS blob", raw=lambda ctx: ctx.reply(unreadable))
     with make_client(fake_graphd, session_config=SessionConfig(space="basketballplayer")) as client:
         client.execute("RETURN 0")
-        with pytest.raises(NebulaError, match="malformed JSON"):
+        with pytest.raises(ProtocolError, match="malformed JSON"):
             client.execute_json("USE test; RETURN 0 AS blob")
         assert client.execute("RETURN 1 AS a").space_name == "basketballplayer"
+
+
+def test_a_json_document_with_invalid_utf8_in_a_string_is_still_returned(fake_graphd: FakeGraphd) -> None:
+    # graphd copies string bytes into its JSON unchecked: the document must not be lost for one
+    # bad string; its bytes read as \xNN, as execute() shows them
+    body = (
+        b'{"errors":[{"code":0}],"results":[{"spaceName":"","latencyInUs":5,"errors":{"code":0},'
+        b'"columns":["name"],"data":[{"row":["caf\xe9 \xff\xfe"],"meta":[null]}]}]}'
+    )
+    fake_graphd.script("RETURN 0 AS name", raw=lambda ctx: ctx.reply(service.ExecuteJsonResult(success=body)))
+    with make_client(fake_graphd) as client:
+        doc = client.execute_json("RETURN 0 AS name")
+        assert doc["results"][0]["data"][0]["row"] == ["caf\\xe9 \\xff\\xfe"]
 
 
 def test_a_session_block_never_starts_on_a_session_left_in_an_unknown_space(fake_graphd: FakeGraphd) -> None:

@@ -258,6 +258,27 @@ def test_set_list_is_a_list() -> None:
     assert repr(s) == "SetList([[1], [2]])"
 
 
+def test_set_lists_compare_as_sets_of_members() -> None:
+    a = SetList([[1], {"k": 2}, [1]])
+    assert a == SetList([{"k": 2}, [1], [1]])  # any order, each member as many times
+    assert not a != SetList([[1], [1], {"k": 2}])
+    assert a != SetList([[1], {"k": 2}, {"k": 2}])
+    assert a != SetList([[1], {"k": 2}])
+    assert SetList([1, 2]) == {2, 1} and SetList([1, True]) != {1}  # as a set of members
+    assert SetList([2, 1]) == frozenset({1, 2}) and SetList([2, 1]) != {1, 3}
+    assert SetList([[2], [1]]) != [[1], [2]]  # against a plain list: a list's comparison
+    with pytest.raises(TypeError):
+        hash(a)
+
+
+def test_duration_fields_must_be_ints() -> None:
+    with pytest.raises(TypeError, match=r"^Duration seconds must be an int, not float \(1.5\)"):
+        Duration(seconds=1.5)  # type: ignore[arg-type]
+    with pytest.raises(OverflowError, match="beyond a timedelta"):
+        Duration(0, 2**62, 0).to_timedelta()
+    assert Duration(0, 86_400, 5).to_timedelta() == dt.timedelta(days=1, microseconds=5)
+
+
 # ---- nGQL text -------------------------------------------------------------------------------
 
 

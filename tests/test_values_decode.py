@@ -181,6 +181,24 @@ def test_set_with_unhashable_members_becomes_a_set_list() -> None:
     assert nested == [{1}] and isinstance(nested, SetList)
 
 
+def test_set_members_python_takes_as_equal_are_all_kept_in_wire_order() -> None:
+    # graphd keeps 1, 1.0 and true apart (and 0, false); a Python set would merge them
+    members = [V(iVal=1), V(bVal=True), V(fVal=1.0), V(iVal=0), V(bVal=False)]
+    raw = enc_value(V(uVal=T.NSet(values=members)))  # type: ignore[arg-type]  # a list keeps the wire order
+    for _ in range(5):  # the same bytes always give the same, wire-ordered members
+        got = fast.decode_value(raw)
+        assert isinstance(got, SetList)
+        assert [(type(m), m) for m in got] == [(int, 1), (bool, True), (float, 1.0), (int, 0), (bool, False)]
+    assert decode(V(uVal=T.NSet(values=[V(iVal=1), V(iVal=2)]))) == {1, 2}  # type: ignore[arg-type]
+
+
+def test_a_set_list_keeps_the_wire_order() -> None:
+    members = [V(lVal=T.NList(values=[V(iVal=i)])) for i in (5, 3, 9, 1, 7, 2)]
+    raw = enc_value(V(uVal=T.NSet(values=members)))  # type: ignore[arg-type]
+    for _ in range(5):
+        assert list.__eq__(fast.decode_value(raw), [[5], [3], [9], [1], [7], [2]])
+
+
 def test_nested_dataset() -> None:
     inner = T.DataSet(column_names=[b"a", b"b"], rows=[T.Row(values=[V(iVal=1), s("x")]), T.Row(values=[])])
     got = decode(V(gVal=inner))

@@ -295,21 +295,30 @@ _ValueFast = _fast_value_class("_ValueFast", _PLAIN_V)
 _InnerValueFast = _fast_value_class("_InnerValueFast", frozenset((bool, int, float)))
 
 
-class _Box:
-    """Holds an unhashable set member while the C decoder builds the set (identity hash)."""
+#: numbers the set members as they are read (next() is atomic under the GIL; other threads' decodes
+#: only leave gaps), so a set's members can be put back in wire order
+_member_order = itertools.count().__next__
 
-    __slots__ = ("value",)
+
+class _Box:
+    """Carries one set member through the C decoder's ``set`` (hashed by identity, so members that
+    Python takes as equal, like ``1``, ``1.0`` and ``true``, or unhashable ones, all arrive), with
+    its place on the wire."""
+
+    __slots__ = ("order", "value")
 
     def __init__(self, value: Any) -> None:
+        self.order = _member_order()
         self.value = value
 
 
-_UNHASHABLE = (list, dict, set, SetList)
+def _wire_order(box: _Box) -> int:
+    return box.order
 
 
 class _Member(_Frozen):
-    """A set member: the value, or a :class:`_Box` around an unhashable one. Strings arrive as
-    bytes (safe tree) or already decoded (fast tree, checked for U+FFFD)."""
+    """A set member, boxed. Strings arrive as bytes (safe tree) or already decoded (fast tree,
+    checked for U+FFFD)."""
 
     __slots__ = ()
 
@@ -318,25 +327,30 @@ class _Member(_Frozen):
             if isinstance(s, str):
                 if not s.isascii() and "\ufffd" in s:
                     raise _Redecode
-                return s
-            return s.decode("utf-8", "backslashreplace")
+                return _Box(s)
+            return _Box(s.decode("utf-8", "backslashreplace"))
         if n is not None:
-            return _null(n)
-        if isinstance(v, _UNHASHABLE):
-            return _Box(v)
-        return v
+            return _Box(_null(n))
+        return _Box(v)
 
 
 class _NSet(_Frozen):
+    """A graph set: a Python ``set`` of its members, or a :class:`SetList` (in wire order) when a
+    member is unhashable or two members are equal in Python (graphd keeps ``1`` and ``true`` apart)."""
+
     __slots__ = ()
 
-    def __new__(cls, values: set[Any] | None = None) -> Any:
+    def __new__(cls, values: set[_Box] | None = None) -> Any:
         if not values:
             return set()
-        for member in values:
-            if type(member) is _Box:
-                return SetList(m.value if type(m) is _Box else m for m in values)
-        return values
+        members = [box.value for box in sorted(values, key=_wire_order)]
+        try:
+            result = set(members)
+        except TypeError:  # a list, map or set among them
+            return SetList(members)
+        if len(result) != len(members):
+            return SetList(members)
+        return result
 
 
 class _NList(_Frozen):
