@@ -2,8 +2,10 @@
 
 nebula_sync is a synchronous client; this wrapper runs its calls in a dedicated thread pool sized
 to the session pools (``hosts × size`` threads), so ``asyncio.gather`` over many statements runs
-them concurrently without blocking the event loop. It exists so code written for the vendor's
-async facade (``async with await NebulaAsyncClient.connect(...)``) runs unchanged.
+them concurrently without blocking the event loop. It follows the vendor's async facade
+(``async with await NebulaAsyncClient.connect(...)``, ``execute``, ``execute_py``, ``ping``,
+``close``); its ``borrow()`` and ``do_ping=`` are not provided (use :meth:`NebulaClient.session`
+through :attr:`NebulaAsyncClient.sync_client` in a thread for a held session).
 Safe to use from one event loop; the underlying client is thread-safe.
 """
 
@@ -15,8 +17,9 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Optional
 
+from nebula_sync import _fork
 from nebula_sync._client import _DEFAULT, NebulaClient, Params
-from nebula_sync.errors import ClientClosed, PoolTimeout
+from nebula_sync.errors import ClientClosed, NebulaError, PoolTimeout
 
 if TYPE_CHECKING:
     from nebula_sync._result import ResultSet
@@ -43,6 +46,16 @@ class NebulaAsyncClient:
         # worker threads).
         self._lock = threading.Lock()
         self._unfinished = 0
+        #: the process the thread pool was made in: a forked child inherits the pool without its
+        #: threads (a call would wait for ever), so it makes its own
+        self._pid = _fork._pid
+
+    def _after_fork(self) -> None:
+        # The parent's pool, lock and count are left alone: their threads do not exist here.
+        self._executor = ThreadPoolExecutor(self._workers, thread_name_prefix="nebula_sync-aio")
+        self._lock = threading.Lock()
+        self._unfinished = 0
+        self._pid = _fork._pid
 
     @classmethod
     async def connect(cls, *args: Any, **kwargs: Any) -> NebulaAsyncClient:
@@ -80,6 +93,8 @@ class NebulaAsyncClient:
     async def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         if self._client.closed:
             raise ClientClosed("the client is closed")
+        if self._pid != _fork._pid:
+            self._after_fork()
         with self._lock:
             try:
                 work = self._executor.submit(functools.partial(fn, *args, **kwargs))
@@ -140,9 +155,12 @@ class NebulaAsyncClient:
             self._client.execute_json, statement, params, timeout=timeout, idempotent=idempotent
         )
 
-    async def ping(self) -> bool:
-        """See :meth:`NebulaClient.ping`."""
-        result: bool = await self._call(self._client.ping)
+    async def ping(self, timeout: Optional[float] = _DEFAULT) -> bool:
+        """See :meth:`NebulaClient.ping`: ``False`` on any error, after :meth:`close` too."""
+        try:
+            result: bool = await self._call(self._client.ping, timeout)
+        except NebulaError:  # closed, or no worker free within wait_timeout
+            return False
         return result
 
     async def close(self) -> None:

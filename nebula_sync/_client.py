@@ -6,6 +6,7 @@ import codecs
 import json
 import logging
 import math
+import multiprocessing.util
 import os
 import re
 import threading
@@ -14,7 +15,7 @@ import warnings
 import weakref
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Optional, cast
+from typing import TYPE_CHECKING, Any, NoReturn, Optional, cast
 
 import attrs
 
@@ -92,6 +93,11 @@ def _forget_space(session: ServerSession | None) -> None:
     if session is not None:
         session.space = _SPACE_UNKNOWN
         session.space_raw = b"\x00"  # matches no space_name: the next reply's is taken, whatever it is
+
+
+def _not_a_flag(idempotent: object) -> NoReturn:
+    # a string such as "false" would be true, and would let a write be retried (run twice)
+    raise TypeError(f"idempotent must be True or False, not {type(idempotent).__name__} ({idempotent!r})")
 
 
 def _escape_json_bytes(exc: UnicodeError) -> tuple[str, int]:
@@ -481,6 +487,8 @@ class NebulaClient:
         else:
             prepared = _prepare(statement, params)
             text, stmt, values = prepared.text, prepared.stmt, prepared.params
+        if idempotent is not False and idempotent is not True:
+            _not_a_flag(idempotent)
         if timeout is _DEFAULT and self._fast_path:
             fast = self._run_fast(text, stmt, values, idempotent)
             if fast is not None:
@@ -504,6 +512,8 @@ class NebulaClient:
         """
         self._check()
         prepared = _prepare_py(statement, params)
+        if idempotent is not False and idempotent is not True:
+            _not_a_flag(idempotent)
         if timeout is _DEFAULT and self._fast_path:  # as in execute()
             fast = self._run_fast(prepared.text, prepared.stmt, prepared.params, idempotent)
             if fast is not None:
@@ -525,6 +535,8 @@ class NebulaClient:
         """
         self._check()
         prepared = _prepare(statement, params)
+        if idempotent is not False and idempotent is not True:
+            _not_a_flag(idempotent)
         doc: Any = self._run(prepared, timeout, idempotent, as_json=True)
         return doc
 
@@ -1238,6 +1250,9 @@ class Session:
         #: during the block (lost, too old) is moved there before the statement runs
         self._space: str | None = None
         self._started = False  # a statement ran (or was tried) in this block
+        #: the process the block was opened in: in a child forked inside the block, the session
+        #: is the parent's, and the child must neither use it nor give it back (or sign it out)
+        self._pid = _fork._pid
 
     @property
     def host(self) -> str:
@@ -1273,6 +1288,13 @@ class Session:
     def _run(self, prepared: _Prepared, timeout: Optional[float], idempotent: bool, as_json: bool) -> Any:
         client = self._client
         client._check()
+        if self._pid != _fork._pid:
+            raise ClientClosed(
+                "this session() block was opened before fork(): its session belongs to the parent "
+                "process; open a new session() in this process"
+            )
+        if idempotent is not False and idempotent is not True:
+            _not_a_flag(idempotent)
         if self._done:
             raise ClientClosed("this session block has ended")
         if not self._busy.acquire(blocking=False):
@@ -1305,6 +1327,8 @@ class Session:
         if self._done:
             return
         self._done = True
+        if self._pid != _fork._pid:
+            return  # the parent's session: not this process's to give back or sign out
         client = self._client
         lease = self._lease
         session = lease.session
@@ -1333,6 +1357,22 @@ _CLIENTS: weakref.WeakSet[NebulaClient] = weakref.WeakSet()
 
 def _register_fork_handler(client: NebulaClient) -> None:
     _CLIENTS.add(client)
+    # multiprocessing's forked workers end with os._exit(): atexit handlers (where a client is
+    # usually closed) never run there, and each worker would leave its sessions on graphd until
+    # they expire. multiprocessing runs its own finalizers first: have it close the client there.
+    multiprocessing.util.register_after_fork(client, _close_when_worker_ends)
+
+
+def _close_when_worker_ends(client: NebulaClient) -> None:
+    """In a new multiprocessing worker (after its registry reset): close ``client`` as it ends.
+    Signs out only the worker's own sessions (the parent's were dropped at the fork)."""
+    multiprocessing.util.Finalize(client, _close_if_alive, args=(weakref.ref(client),), exitpriority=10)
+
+
+def _close_if_alive(ref: weakref.ref[NebulaClient]) -> None:
+    client = ref()
+    if client is not None:
+        client.close()
 
 
 def _reset_after_fork() -> None:

@@ -583,9 +583,10 @@ class SessionBroker:
     def _timeout_error_locked(self, deadline: float | None, waited: float) -> PoolTimeout:
         up = sum(1 for h in self.hosts if h.state == HostState.UP)
         return PoolTimeout(
-            f"no session became free within wait_timeout={self.config.wait_timeout}s "
-            f"(waited {waited:.3f}s; {len(self.hosts)} host(s), {up} up, size={self.size} sessions "
-            f"per host, all busy)"
+            # the limit is the call's (a session(wait_timeout=...) or a statement's deadline), not
+            # necessarily the configured wait_timeout: say how long it waited
+            f"no session became free in time (waited {waited:.3f}s; {len(self.hosts)} host(s), {up} up, "
+            f"size={self.size} sessions per host, all busy)"
         )
 
     def _no_host_error_locked(self) -> NoHostAvailable:

@@ -696,6 +696,10 @@ class ResultSet:
         """The result as nebula-console shows it: an aligned table of values in nGQL notation, then
         ``Got N rows (time spent X/Y us)``. Cells wider than ``max_width`` are cut with ``…``;
         ``max_rows`` limits the rows shown."""
+        if max_rows is not None and (not isinstance(max_rows, int) or max_rows < 0):
+            raise ValueError(f"max_rows must be None or an int >= 0, not {max_rows!r}")
+        if max_width is not None and (not isinstance(max_width, int) or max_width < 1):
+            raise ValueError(f"max_width must be None or an int >= 1, not {max_width!r}")
         spent = f"(time spent {self._latency_us}/{self._elapsed_us} us)"
         if not self._names:
             return f"Execution succeeded {spent}" if self.is_succeeded else f"Error: {self.error_msg}"

@@ -183,6 +183,10 @@ def test_borrow_fails_after_wait_timeout(fake_graphd: FakeGraphd) -> None:
             assert 0.5 <= waited < 1.5  # wait_timeout=0.5; the margin is scheduling slack
             text = str(info.value)
             assert "1 host(s)" in text and "size=1" in text and "0.5" in text
+            with pytest.raises(PoolTimeout) as info:  # the call's own limit, not the pool's
+                with client.session(wait_timeout=0):
+                    pass
+            assert "waited 0.000s" in str(info.value) and "0.5" not in str(info.value)
             rule.release()
             assert blocked.result(5).rows() == [("block",)]
     finally:
@@ -548,6 +552,89 @@ def test_client_works_in_forked_child_and_parent(fake_graphd: FakeGraphd) -> Non
     settled(fake_graphd)
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_child_forked_inside_a_session_block_leaves_the_parents_session_alone(
+    fake_graphd: FakeGraphd,
+) -> None:
+    client = make_client(fake_graphd, size=1)
+    try:
+        with client.session() as block:
+            block.execute("USE basketballplayer")
+            parent_session = {s.session_id for s in fake_graphd.sessions()}
+            read, write = os.pipe()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (3.12+)
+                pid = os.fork()
+            if pid == 0:  # pragma: no cover - runs in the child
+                code, out = 1, []
+                try:
+                    try:
+                        block.execute("USE test")
+                        out.append("ran")
+                    except ClientClosed as exc:
+                        out.append("refused" if "before fork()" in str(exc) else repr(exc))
+                    block._finish()  # the child leaves the block too (as a with statement would)
+                    out.append(repr(client.execute("RETURN 'child'").rows()))
+                    client.close()
+                    code = 0
+                finally:
+                    os.write(write, " ".join(out).encode())
+                    os._exit(code)
+            os.close(write)
+            _, status = os.waitpid(pid, 0)
+            child_out = os.read(read, 1000).decode()
+            os.close(read)
+            assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, child_out
+            assert child_out == "refused [('child',)]"
+            # the parent's block session is alive, in the parent's space, and still works
+            assert parent_session <= {s.session_id for s in fake_graphd.sessions()}
+            assert block.execute("RETURN 1 AS a").space_name == "basketballplayer"
+        assert fake_graphd.stats().invalid_session_requests == 0
+        assert [e.statement for e in fake_graphd.statement_log() if e.session_id in parent_session] == [
+            "USE basketballplayer", "RETURN 1 AS a",
+        ]  # fmt: skip
+    finally:
+        client.close()
+    settled(fake_graphd)
+
+
+_WORKER_CLIENT: NebulaClient | None = None  # inherited by the multiprocessing workers below
+
+
+def _worker_task(n: int) -> tuple[int, int]:
+    assert _WORKER_CLIENT is not None
+    return _WORKER_CLIENT.execute("RETURN $n AS n", {"n": n}).scalar(), os.getpid()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_multiprocessing_workers_sign_out_their_sessions_as_they_end(fake_graphd: FakeGraphd) -> None:
+    # multiprocessing's workers end with os._exit(), so no atexit handler closes the client there
+    import multiprocessing
+
+    global _WORKER_CLIENT
+    _WORKER_CLIENT = client = make_client(fake_graphd, size=1)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (3.12+)
+            pool = multiprocessing.get_context("fork").Pool(2, maxtasksperchild=2)
+        try:
+            results = pool.map(_worker_task, range(8), chunksize=1)
+        finally:
+            pool.close()
+            pool.join()
+        assert [n for n, _ in results] == list(range(8))
+        workers = {pid for _, pid in results}
+        assert len(workers) >= 4  # each worker ran at most two tasks, on its own session
+        # a sign-out is oneway: the workers have exited, the server may still be reading them
+        wait_until(lambda: fake_graphd.stats().sessions_open == 0, timeout=10)
+        stats = fake_graphd.stats()
+        assert stats.signouts == stats.authentications >= len(workers)
+    finally:
+        _WORKER_CLIENT = None
+        client.close()
+    settled(fake_graphd)
+
+
 # ---- errors, lifecycle, config -------------------------------------------------------------
 
 
@@ -565,6 +652,23 @@ def test_server_errors_carry_code_message_and_statement(fake_graphd: FakeGraphd)
             client.execute("RETURN 'boom'")
         assert "leader changed" in str(info2.value)
         assert client.execute("RETURN 3").rows() == [(3,)]
+
+
+@pytest.mark.parametrize("flag", ["false", "no", 0, None, 1.0])
+def test_idempotent_must_be_a_bool(fake_graphd: FakeGraphd, flag: Any) -> None:
+    # "false" is true: taken as given it would let a write be retried after an unknown outcome
+    with make_client(fake_graphd) as client:
+        calls: list[Callable[[], Any]] = [
+            lambda: client.execute("RETURN 1", idempotent=flag),
+            lambda: client.execute_py("RETURN 1", idempotent=flag),
+            lambda: client.execute_json("RETURN 1", idempotent=flag),
+        ]
+        with client.session() as session:
+            calls += [lambda: session.execute("RETURN 1", idempotent=flag)]
+            for call in calls:
+                with pytest.raises(TypeError, match=r"^idempotent must be True or False, not "):
+                    call()
+        assert fake_graphd.stats().statements == 0
 
 
 def test_close_is_idempotent_and_use_after_close_raises(fake_graphd: FakeGraphd) -> None:

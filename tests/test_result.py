@@ -326,6 +326,14 @@ def test_control_characters_are_escaped_in_tables() -> None:
     assert str(Node("x\ty")) == '("x\\ty")'
 
 
+def test_table_limits_are_checked() -> None:
+    rs = result(["s"], [["a"], ["b"]])
+    for bad in ({"max_rows": -1}, {"max_width": 0}, {"max_rows": 1.5}):
+        with pytest.raises(ValueError, match=f"^{next(iter(bad))} must be None or an int"):
+            rs.table(**bad)  # type: ignore[arg-type]
+    assert rs.table(max_rows=0).splitlines()[-2] == "(2 more rows not shown)"
+
+
 def test_print_to_stdout(capsys: pytest.CaptureFixture[str]) -> None:
     result(["x"], [[1]], latency_us=1, elapsed_us=2).print()
     assert capsys.readouterr().out == "+---+\n| x |\n+---+\n| 1 |\n+---+\nGot 1 row (time spent 1/2 us)\n"
