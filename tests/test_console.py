@@ -23,8 +23,8 @@ import pytest
 
 from nebula_sync import ConnectionConfig, Duration, NebulaClient, Node, Path, Relationship
 from nebula_sync._result import ResultSet
-from nebula_sync.console._cli import Printer
-from nebula_sync.console._demo_graph import flex_pattern, follow_path
+from nebula_sync.console._cli import Printer, build_parser, main
+from nebula_sync.console._demo_graph import SCRIPTED, flex_pattern, follow_path
 from nebula_sync.console._output import render_csv, render_json, to_json
 from nebula_sync.console._repl import Repl
 from nebula_sync.console._split import Statement, StatementSplitter, split_statements
@@ -127,8 +127,10 @@ def test_file_with_comments_and_strings(fake_graphd: FakeGraphd, tmp_path: FsPat
     script = tmp_path / "setup.ngql"
     script.write_text(
         "# a comment; with a semicolon and a 'quote\n"
-        "USE test;  -- switch space; really\n"
+        "USE test;  // switch space; really\n"
         "RETURN 'a;b' AS x, \"c # d\" AS y; // trailing ; comment\n"
+        "RETURN 5 -- 3 AS eight; RETURN\n"
+        "-- 1 AS one;\n"  # '--' is two minus signs in nGQL, not a comment
         "/* a block\n   comment; */ RETURN\n"
         "  1 + 1\n"
         "  AS two\n",
@@ -137,7 +139,10 @@ def test_file_with_comments_and_strings(fake_graphd: FakeGraphd, tmp_path: FsPat
     proc = run_cli(["--addr", fake_graphd.address, "-f", str(script)], tmp_path)
     assert proc.returncode == 0, proc.stderr
     sent = [s.statement for s in fake_graphd.statement_log()]
-    assert sent == ["USE test", "RETURN 'a;b' AS x, \"c # d\" AS y", "RETURN\n  1 + 1\n  AS two"]
+    assert sent == ["USE test", "RETURN 'a;b' AS x, \"c # d\" AS y", "RETURN 5 -- 3 AS eight",
+                    "RETURN\n-- 1 AS one", "RETURN\n  1 + 1\n  AS two"]  # fmt: skip
+    assert "| eight |" in proc.stdout and "| 8     |" in proc.stdout
+    assert "| one |" in proc.stdout and "| 1   |" in proc.stdout
     assert '"c # d"' in proc.stdout and "| 2   |" in proc.stdout
     assert proc.stdout.count("Execution succeeded") == 1  # USE has no columns
 
@@ -249,6 +254,82 @@ def test_timing_flag_with_csv_goes_to_stderr(fake_graphd: FakeGraphd, tmp_path: 
     assert proc.returncode == 0
     assert proc.stdout == "a\n1\n"
     assert re.search(r"Time: [\d.]+ ms \(graphd \d+ us, client round trip \d+ us\)", proc.stderr)
+
+
+def _status(argv: Sequence[str]) -> int:
+    """``main(argv)`` in-process: its return value, or the code argparse exits with."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        assert isinstance(exc.code, int)
+        return exc.code
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--space", "a`b"], "nebula-sync: error: --space: space name 'a`b' contains a backquote"),
+        (["--space", " "], "nebula-sync: error: --space: space must be a non-empty string"),
+        (["--space", "b\udcffad"], "nebula-sync: error: --space: not valid UTF-8 text"),
+        (["--user", ""], "nebula-sync: error: --user: username must be a non-empty string"),
+        (["--user", "r\udcffoot"], "nebula-sync: error: --user: not valid UTF-8 text"),
+        (["--password", "se\udcffcret"], "nebula-sync: error: --password: not valid UTF-8 text\n"),
+        (["-e", "RETURN 1 AS a; RETURN \udcff1"], "nebula-sync: cannot read -e: 'utf-8' codec can't decode"),
+    ],
+)
+def test_bad_option_values_are_usage_errors(fake_graphd: FakeGraphd, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str], args: list[str],
+                                            message: str) -> None:  # fmt: skip
+    # Bytes that are not UTF-8 reach sys.argv as lone surrogates (surrogateescape).
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    status = _status(["--addr", fake_graphd.address, *args, *([] if "-e" in args else ["-e", "RETURN 1"])])
+    err = capsys.readouterr().err
+    assert status == 2, err
+    assert message in err
+    assert "se\udcffcret" not in err  # a password is never echoed
+    assert fake_graphd.statement_log() == []  # nothing ran
+
+
+def test_password_from_the_environment_that_is_not_utf8(
+    fake_graphd: FakeGraphd, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    monkeypatch.setenv("NEBULA_PASSWORD", "se\udcffcret")
+    assert _status(["--addr", fake_graphd.address, "-e", "RETURN 1"]) == 2
+    assert "nebula-sync: error: the password is not valid UTF-8 text\n" in capsys.readouterr().err
+    assert fake_graphd.statement_log() == []
+
+
+@pytest.mark.parametrize("io_encoding", ["utf-8", "utf-8:surrogateescape"])
+@pytest.mark.parametrize(("extra", "name"), [([], "<stdin>"), (["-f", "-"], "-")])
+def test_piped_statements_that_are_not_utf8(fake_graphd: FakeGraphd, tmp_path: FsPath, io_encoding: str,
+                                            extra: list[str], name: str) -> None:  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "nebula_sync", "--addr", fake_graphd.address, *extra],
+        input=b"RETURN 1 AS a;\nRETURN \xff1;\n",
+        capture_output=True,
+        timeout=TIMEOUT,
+        env=_env(tmp_path, PYTHONIOENCODING=io_encoding),
+        cwd=tmp_path,
+    )
+    err = proc.stderr.decode("utf-8", "replace")
+    assert proc.returncode == 2, err
+    assert f"nebula-sync: cannot read {name}: 'utf-8' codec can't decode byte 0xff" in err
+    assert "Traceback" not in err
+    assert fake_graphd.statement_log() == []  # not even the good first statement ran
+
+
+def test_execute_that_is_not_utf8_through_the_command_line(fake_graphd: FakeGraphd, tmp_path: FsPath) -> None:
+    proc = run_cli(["--addr", fake_graphd.address, "-e", "RETURN 1 AS a; RETURN \udcff1"], tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "nebula-sync: cannot read -e: 'utf-8' codec can't decode byte 0xff in position 22" in proc.stderr
+    assert fake_graphd.statement_log() == []
+
+
+def test_help_lists_every_exit_status() -> None:
+    text = " ".join(build_parser().format_help().split())
+    assert "exit status: 0 ok, 1 a statement failed, 2 bad usage, 3 could not connect or authenticate, " \
+           "130 interrupted." in text  # fmt: skip
 
 
 # ---- embedded -----------------------------------------------------------------------------
@@ -617,13 +698,38 @@ def test_repl_takes_a_new_session_after_the_server_was_down(fake_graphd: FakeGra
     assert sent == ["RETURN 1", "USE test", "USE test", "RETURN 3 AS three"]
 
 
+def test_repl_rejects_input_that_is_not_utf8(fake_graphd: FakeGraphd) -> None:
+    def undecodable() -> None:
+        raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
+
+    with NebulaClient(fake_graphd.address, "root", "") as client:
+        repl, out, err = _scripted_repl(client, [
+            "RETURN 1 +", "\udcff AS bad;", "RETURN 2 +", undecodable, "RETURN 3 AS three;", ":exit",
+        ])  # fmt: skip
+        assert repl.run() == 0
+    assert err.getvalue().count("[ERROR] the input is not valid UTF-8 text") == 2
+    assert "| three |" in out.getvalue()
+    assert [s.statement for s in fake_graphd.statement_log()] == ["RETURN 1", "RETURN 3 AS three"]
+
+
+def test_help_text(fake_graphd: FakeGraphd) -> None:
+    with NebulaClient(fake_graphd.address, "root", "") as client:
+        plain = Repl(client, user="root", space=None, printer=Printer()).help_text()
+        embedded = Repl(client, user="root", space=None, printer=Printer(), embedded=True).help_text()
+    assert "Comments: # ..., // ..., /* ... */" in plain and "-- ..." not in plain
+    assert "its statements count as they run" in plain
+    # the notes under the demo statements are comments: pasted back, only the statements remain
+    block = embedded.split("(space basketballplayer):\n", 1)[1].split("Player ids:", 1)[0]
+    assert [st.text for st in split_statements(block)] == [stmt for stmt, _ in SCRIPTED]
+
+
 # ---- splitter and output formats in-process ----------------------------------------------
 
 
 def test_split_statements() -> None:
     text = (
-        "-- a header comment; with 'quote\n"
-        'RETURN \'a;b\' AS x;  RETURN "c\\";d" AS y -- tail; comment\n'
+        "# a header comment; with 'quote\n"
+        'RETURN \'a;b\' AS x;  RETURN "c\\";d" AS y // tail; comment\n'
         ";MATCH (a)--(b)-->(c) RETURN a // more;\n"
         "; USE `odd;name`; /* block ;\n comment */ YIELD 1 # end\n"
     )
@@ -636,6 +742,33 @@ def test_split_statements() -> None:
     ]
     assert list(split_statements(" ; ;\n# only comments\n")) == []
     assert list(split_statements("RETURN 1--1")) == [Statement("RETURN 1--1", 1)]
+
+
+def test_split_statements_keeps_double_minus() -> None:
+    # graphd's lexer skips only #, // and /* */: '--' is two minus signs wherever it stands
+    text = (
+        "RETURN 5 -- 3 AS x;\n"
+        "-- 1 AS starts_a_line;\n"
+        "MATCH (v:player) -- (w:player) RETURN w;  -- 'not;a comment' AS s\n"
+        "GO FROM 'player100' OVER follow WHERE $$.player.age > 40 -- 1 YIELD dst(edge) AS id"
+    )
+    assert list(split_statements(text)) == [
+        Statement("RETURN 5 -- 3 AS x", 1),
+        Statement("-- 1 AS starts_a_line", 2),
+        Statement("MATCH (v:player) -- (w:player) RETURN w", 3),
+        Statement(
+            "-- 'not;a comment' AS s\nGO FROM 'player100' OVER follow WHERE $$.player.age > 40 -- 1 "
+            "YIELD dst(edge) AS id",
+            3,
+        ),
+    ]
+
+
+def test_double_minus_reaches_graphd(fake_graphd: FakeGraphd, tmp_path: FsPath) -> None:
+    proc = run_cli(["--addr", fake_graphd.address, "--format", "json", "-e", "RETURN 5 -- 3 AS x"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == [{"x": 8}]  # 5 - (-3), as graphd computes it
+    assert [s.statement for s in fake_graphd.statement_log()] == ["RETURN 5 -- 3 AS x"]
 
 
 def test_splitter_incremental() -> None:

@@ -11,15 +11,17 @@ does not echo (only when standard input is a terminal), else it is empty. ``--ti
 per-statement reply timeout (it also bounds connecting, at most 10 s).
 
 Running statements once (exit status 0 ok, 1 a statement failed, 2 bad usage, 3 could not connect
-or authenticate; the error, with graphd's error code name and message, goes to standard error)::
+or authenticate, 130 interrupted; the error, with graphd's error code name and message, goes to
+standard error)::
 
     nebula-sync -e 'USE basketballplayer; MATCH (v:player) RETURN v LIMIT 3'
     nebula-sync -f script.ngql --format csv > out.csv
     echo 'SHOW SPACES;' | nebula-sync --format json
 
-Statements are separated by ``;``; ``#``, ``//``, ``--`` and ``/* */`` comments are dropped (see
-:mod:`nebula_sync.console._split`), and ``;`` inside strings or backquoted names is kept. All
-statements run in one session, in order; the first failure stops the run.
+Statements are separated by ``;``; ``#``, ``//`` and ``/* */`` comments are dropped (see
+:mod:`nebula_sync.console._split`; as in graphd, ``--`` is two minus signs, not a comment), and
+``;`` inside strings or backquoted names is kept. All statements run in one session, in order; the
+first failure stops the run.
 
 Output formats (``--format``, see :mod:`nebula_sync.console._output`): ``table`` (nebula-console's
 table and ``Got N rows (time spent X/Y us)``), ``csv`` (a header row, then primitive values:

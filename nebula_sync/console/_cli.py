@@ -5,8 +5,9 @@ or statements piped on standard input) or starts the interactive console. ``nebu
 runs the concurrency demo (:mod:`nebula_sync.console._demo`).
 
 Exit status: 0 success; 1 a statement failed (graphd's error code name and message are written
-to standard error); 2 bad usage (unknown option, bad address, unreadable file); 3 could not
-connect or authenticate; 130 interrupted.
+to standard error); 2 bad usage (unknown option, bad option value such as an address or a space
+name, unreadable file, statements that are not valid UTF-8; nothing is run); 3 could not connect
+or authenticate; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ __all__ = [
     "EXIT_USAGE",
     "Printer",
     "build_parser",
+    "check_utf8",
     "connect",
     "main",
     "quiet_logging",
@@ -75,7 +77,8 @@ Without -e or -f, and with a terminal on standard input, starts an interactive c
 _EPILOG = """\
 password: --password, else the NEBULA_PASSWORD environment variable, else a prompt (without echo)
 when standard input is a terminal, else empty.
-exit status: 0 ok, 1 a statement failed, 2 bad usage, 3 could not connect or authenticate.
+exit status: 0 ok, 1 a statement failed, 2 bad usage, 3 could not connect or authenticate,
+130 interrupted.
 """
 
 
@@ -239,11 +242,40 @@ def quiet_logging(verbose: bool) -> None:
         logger.addHandler(logging.NullHandler())
 
 
+def check_utf8(text: str) -> str:
+    """``text`` itself if it is valid UTF-8 text, else ``UnicodeError`` naming the first bad byte.
+
+    Python hands over undecodable bytes of the command line (and of a stream read with
+    ``surrogateescape``) as lone surrogates, which only fail when a statement is encoded to be
+    sent; this finds them before anything runs."""
+    text.encode("utf-8", "surrogateescape").decode("utf-8")
+    return text
+
+
 def _read_file(path: str) -> str:
     if path == "-":
-        return sys.stdin.read()
+        return check_utf8(sys.stdin.read())
     with open(path, encoding="utf-8") as fh:
         return fh.read()
+
+
+def _check_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Option values the client would refuse with ``ValueError`` (a traceback) become usage errors
+    (exit status 2), before any statement is read or run."""
+    for option, value in (("--user", args.user), ("--space", args.space), ("--password", args.password)):
+        if value is None:
+            continue
+        try:
+            check_utf8(value)
+        except UnicodeError as exc:
+            parser.error(f"{option}: not valid UTF-8 text" + ("" if option == "--password" else f" ({exc})"))
+    if not args.user:  # NebulaClient's own check, made before anything is read or started
+        parser.error("--user: username must be a non-empty string")
+    if args.space:  # "" means no space, as when --space is left out
+        try:
+            SessionConfig(space=args.space)
+        except (ValueError, TypeError) as exc:
+            parser.error(f"--space: {exc}")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -272,21 +304,31 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         hosts = [str(h) for h in parse_hosts(args.addr or [DEFAULT_ADDR])]
     except (ValueError, TypeError) as exc:
         parser.error(f"--addr: {exc}")
+    _check_options(parser, args)
     statements: Optional[list[Statement]] = None
     source: Optional[str] = None
     if args.execute:
-        statements = [st for text in args.execute for st in split_statements(text)]
+        try:
+            texts = [check_utf8(text) for text in args.execute]
+        except UnicodeError as exc:
+            write(sys.stderr, f"{PROG}: cannot read -e: {exc}\n")
+            return EXIT_USAGE
+        statements = [st for text in texts for st in split_statements(text)]
     elif args.file:
         try:
             statements = list(split_statements(_read_file(args.file)))
-        except (OSError, UnicodeDecodeError) as exc:
+        except (OSError, UnicodeError) as exc:
             write(sys.stderr, f"{PROG}: cannot read {args.file}: {exc}\n")
             return EXIT_USAGE
         source = "<stdin>" if args.file == "-" else args.file
     interactive = statements is None and sys.stdin.isatty()
     if statements is None and not interactive:
-        statements = list(split_statements(sys.stdin.read()))
         source = "<stdin>"
+        try:
+            statements = list(split_statements(_read_file("-")))
+        except UnicodeError as exc:
+            write(sys.stderr, f"{PROG}: cannot read {source}: {exc}\n")
+            return EXIT_USAGE
     printer = Printer(args.format, args.max_width or None, args.timing, interactive=interactive)
 
     with contextlib.ExitStack() as stack:
@@ -305,6 +347,10 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             space = space or DEMO_SPACE
         else:
             password = resolve_password(args.password, args.user, prompt=True)
+            try:
+                check_utf8(password)
+            except UnicodeError:  # never quote it
+                parser.error("the password is not valid UTF-8 text")
         try:
             client = connect(hosts, args.user, password, space, args.timeout)
         except NebulaError as exc:

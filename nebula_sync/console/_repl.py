@@ -18,7 +18,7 @@ from typing import Callable, Optional
 
 from nebula_sync._client import NebulaClient, Session
 from nebula_sync._result import _render_table
-from nebula_sync.console._cli import EXIT_OK, Printer, exit_code
+from nebula_sync.console._cli import EXIT_OK, Printer, check_utf8, exit_code
 from nebula_sync.console._output import FORMATS, format_error, write
 from nebula_sync.console._split import StatementSplitter
 from nebula_sync.errors import ConnectionFailed, NebulaError, OutcomeUnknown, ProtocolError
@@ -26,12 +26,13 @@ from nebula_sync.errors import ConnectionFailed, NebulaError, OutcomeUnknown, Pr
 __all__ = ["Repl", "format_stats"]
 
 _HELP = """\
-Statements end with ';' and may span several lines. Comments: # ..., // ..., -- ..., /* ... */.
+Statements end with ';' and may span several lines. Comments: # ..., // ..., /* ... */
+(as in graphd, -- is not a comment: it is two minus signs).
 Commands (at the start of a statement):
   :help                     this text
   :exit, :quit              leave (also Ctrl-D)
   :stats                    the client's pool statistics per host (this console holds one
-                            session, shown busy; its statements count when it is given back)
+                            session, shown busy; its statements count as they run)
   :timing on|off            print the wall time of every statement
   :format table|csv|json    the output format
 Ctrl-C clears the statement being typed (or stops waiting for a reply).
@@ -170,7 +171,7 @@ class Repl:
             lines = ["", "The embedded demo graph answers these statements (space basketballplayer):"]
             for stmt, note in SCRIPTED:
                 lines.append(f"  {stmt};")
-                lines.append(f"      -- {note}")
+                lines.append(f"      # {note}")
             lines.append(f"Player ids: {', '.join(PLAYERS)}.")
             lines.append(f"Team ids: {', '.join(TEAMS)}.")
             text += "\n".join(lines) + "\n"
@@ -276,12 +277,16 @@ class Repl:
         splitter = StatementSplitter()
         while True:
             try:
-                line = self._read_line(self.continuation() if splitter.pending else self.prompt())
+                line = check_utf8(self._read_line(self.continuation() if splitter.pending else self.prompt()))
             except EOFError:
                 write(self.printer.out, "\n")
                 return
             except KeyboardInterrupt:
                 write(self.printer.out, "\n")
+                splitter.reset()
+                continue
+            except UnicodeError as exc:  # undecodable bytes typed or pasted: drop the statement
+                self.printer.error(f"[ERROR] the input is not valid UTF-8 text ({exc}); statement cleared")
                 splitter.reset()
                 continue
             if not splitter.pending:

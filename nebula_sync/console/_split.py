@@ -5,10 +5,10 @@ a ``;`` or a comment marker inside a string or a quoted name ends nothing. Comme
 before a statement is sent:
 
 * ``#`` and ``//`` to the end of the line;
-* ``/* ... */``, possibly over several lines;
-* ``--`` to the end of the line when it starts the line (after blanks), or follows a blank or a
-  ``;`` and is followed by a blank or the end of the line (``YIELD 1 -- note``). The edge patterns
-  ``(a)--(b)`` and ``(a)-->(b)`` are therefore left alone.
+* ``/* ... */``, possibly over several lines.
+
+These are the comments graphd's own lexer skips. ``--`` is not a comment in nGQL 2.x/3.x (it is
+two minus signs: ``RETURN 5 -- 3`` is 8, ``(a) -- (b)`` an undirected edge), so it is sent as text.
 
 A :class:`StatementSplitter` is fed whole lines (or whole texts); it is not thread-safe.
 """
@@ -45,8 +45,6 @@ class StatementSplitter:
         self._block_comment = False
         self._line = 1  # the current line number
         self._start = 1  # the line where the buffered statement starts
-        self._line_blank = True  # nothing but blanks on the current line so far
-        self._last = "\n"  # the last source character seen
 
     @property
     def pending(self) -> bool:
@@ -76,13 +74,6 @@ class StatementSplitter:
             out.append(Statement(text, self._start))
         self._buf.clear()
         self._has_text = False
-
-    def _dash_comment(self, text: str, i: int) -> bool:
-        if self._line_blank:
-            return True
-        before = text[i - 1] if i > 0 else self._last
-        after = text[i + 2] if i + 2 < len(text) else "\n"
-        return (before in _BLANKS or before == ";") and after in _BLANKS
 
     def feed(self, text: str) -> list[Statement]:
         """Consume ``text``; returns the statements it completed (those ended by ``;``)."""
@@ -120,7 +111,7 @@ class StatementSplitter:
                 i += 1
                 continue
             pair = text[i : i + 2]
-            if ch == "#" or pair == "//" or (pair == "--" and self._dash_comment(text, i)):
+            if ch == "#" or pair == "//":
                 self._line_comment = True
                 i += 1
                 continue
@@ -131,19 +122,13 @@ class StatementSplitter:
             if ch == "\n":
                 self._keep(ch)
                 self._line += 1
-                self._line_blank = True
             elif ch == ";":
                 self._emit(out)
-                self._line_blank = False
             else:
-                if ch not in _BLANKS:
-                    self._line_blank = False
                 if ch in "\"'`":
                     self._quote = ch
                 self._keep(ch)
             i += 1
-        if n:
-            self._last = text[-1]
         return out
 
     def finish(self) -> Statement | None:
