@@ -261,9 +261,10 @@ def check_health(
 
     Never raises for an unhealthy host: failures are in the report. Returns within about
     ``timeout`` seconds whatever the hosts do; a probe still running then is reported as timed out
-    and goes on in the background until its own timeout hits, then closes its socket. (The web
-    probe's timeout bounds each wait for bytes, as urllib3's read timeout does: a web server that
-    keeps sending a byte now and then keeps that probe's thread and socket until it stops.)
+    and goes on in the background until its own timeouts hit, then closes its socket. (The web
+    probe's connect, its wait for the response and its read of the whole body each have
+    ``timeout``, and the body is capped at :data:`~nebula_sync.web.MAX_RESPONSE_BYTES`: a web
+    server that keeps sending does not keep the probe's thread.)
 
     :param client: the client whose hosts (and connection settings) to check; it is not used
         otherwise: no session is borrowed.

@@ -19,6 +19,7 @@ Thread-safety: :class:`GraphdWebClient` is thread-safe; one instance (one urllib
 from __future__ import annotations
 
 import enum
+import ipaddress
 import json
 import logging
 import math
@@ -50,18 +51,24 @@ from urllib3.exceptions import TimeoutError as _Urllib3Timeout
 from nebula_sync._version import __version__
 from nebula_sync.errors import ClientClosed, WebServiceError
 
-__all__ = ["DEFAULT_WEB_PORT", "GraphdWebClient", "StatValue", "WebStatus"]
+__all__ = ["DEFAULT_WEB_PORT", "MAX_RESPONSE_BYTES", "GraphdWebClient", "StatValue", "WebStatus"]
 
 log = logging.getLogger("nebula_sync.web")
 
 #: graphd's ``--ws_http_port`` in the shipped ``nebula-graphd.conf`` (the built-in flag default is 11000)
 DEFAULT_WEB_PORT: Final = 19669
 
+#: the default cap on a response body, in bytes (``max_response_bytes``): graphd's ``/status`` is
+#: about 60 bytes, and ``/stats`` and ``/flags`` with every name are far smaller than this
+MAX_RESPONSE_BYTES: Final = 4 << 20
+
 #: a ``/stats`` value: graphd reports int64 counters; a float is kept as a float
 StatValue = Union[int, float]
 
 # how much of an error response's body goes into the exception message
 _BODY_SNIPPET = 200
+# the most one read of a response body asks for
+_READ_CHUNK = 64 << 10
 
 
 class _Unset(enum.Enum):
@@ -106,10 +113,16 @@ class _Addr:
 
 
 def _parse_addr(text: str, default_port: int) -> _Addr:
-    """Parse ``"host"``, ``"host:port"``, ``"[v6]:port"`` or a bare IPv6 address."""
+    """Parse ``"host"``, ``"host:port"``, ``"[v6]:port"`` or a bare IPv6 address.
+
+    A host with a ``:`` in it must be an IPv6 address (a zone id like ``fe80::1%eth0`` included):
+    anything else, such as a URL, would only fail later as a name that does not resolve.
+    """
     if not isinstance(text, str):
         raise TypeError(f"host must be a str like 'graphd:19669', not {type(text).__name__}")
     s = text.strip()
+    if "://" in s:
+        raise ValueError(f"invalid host {text!r}: give 'host:port', without a scheme like 'http://'")
     port_text: str | None = None
     if s.startswith("["):
         end = s.find("]")
@@ -126,6 +139,14 @@ def _parse_addr(text: str, default_port: int) -> _Addr:
         host = s  # a name, an IPv4 address, or a bare IPv6 address
     if not host:
         raise ValueError(f"invalid host {text!r}: empty host name")
+    if ":" in host:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(
+                f"invalid host {text!r}: {host!r} is not an IPv6 address; give 'host', 'host:port', "
+                "'[IPv6]:port' or a bare IPv6 address"
+            ) from None
     port = default_port
     if port_text is not None:
         if not port_text.isdigit():
@@ -191,11 +212,18 @@ class _State:
 
 
 def _finalize_unclosed(state: _State, desc: str) -> None:
-    if not state.closed:
-        state.closed = True
-        warnings.warn(f"unclosed {desc}; call close() or use it as a context manager", ResourceWarning,
-                      stacklevel=1)
-        state.pm.clear()
+    if state.closed:
+        return
+    state.closed = True
+    if state.pid != os.getpid():
+        # A forked child that never used the client: the manager is the parent's, with the parent's
+        # sockets, and its locks may have been held by a parent thread at fork time. Neither clear
+        # nor lock it; the garbage collector only closes this process's copies of its descriptors.
+        # The parent warns about its own copy.
+        return
+    warnings.warn(f"unclosed {desc}; call close() or use it as a context manager", ResourceWarning,
+                  stacklevel=1)
+    state.pm.clear()
 
 
 class GraphdWebClient:
@@ -214,11 +242,13 @@ class GraphdWebClient:
     :param hosts: web addresses of graphd (``"h:p"``, a comma-separated str, or a sequence), or
         ``None`` to always pass ``host`` to each call.
     :param port: the port for hosts given without one.
-    :param timeout: seconds to wait for a response, between bytes (urllib3's read timeout), and
-        for a free pooled connection; ``None`` = no limit.
+    :param timeout: seconds to wait for a free pooled connection, for the response to start
+        (urllib3's read timeout), and for its whole body after that; ``None`` = no limit.
     :param connect_timeout: seconds to wait for a TCP (and TLS) connect; defaults to ``timeout``.
     :param retries: how many times to retry a request whose connection could not be made.
     :param maxsize: keep-alive connections per host.
+    :param max_response_bytes: the largest response body read; a longer one (graphd's replies are
+        small: a wrong port or a proxy streaming something else) raises :class:`WebServiceError`.
     :param scheme: ``"http"`` (what graphd serves) or ``"https"`` (a TLS-terminating proxy).
     :param ca_file: https only: a PEM file of CAs to trust instead of the system store.
     :param verify: https only: verify the server's certificate and host name (default ``True``).
@@ -245,6 +275,7 @@ class GraphdWebClient:
         connect_timeout: float | None | _Unset = _UNSET,
         retries: int = 1,
         maxsize: int = 4,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
         scheme: str = "http",
         ca_file: str | None = None,
         verify: bool = True,
@@ -273,6 +304,10 @@ class GraphdWebClient:
         if isinstance(maxsize, bool) or not isinstance(maxsize, int) or maxsize < 1:
             raise ValueError(f"maxsize must be an int >= 1, got {maxsize!r}")
         self._maxsize = maxsize
+        cap = max_response_bytes
+        if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+            raise ValueError(f"max_response_bytes must be an int >= 1, got {max_response_bytes!r}")
+        self._max_body = max_response_bytes
         if scheme not in ("http", "https"):
             raise ValueError(f"scheme must be 'http' or 'https', got {scheme!r}")
         self._scheme = scheme
@@ -324,8 +359,13 @@ class GraphdWebClient:
         """Close every pooled connection; later calls raise :class:`~nebula_sync.errors.ClientClosed`.
 
         Idempotent. A request already in flight finishes (bounded by its timeout) and its connection
-        is then discarded.
+        is then discarded. In a forked child it closes nothing of the parent's.
         """
+        if self._state.pid != os.getpid():
+            # A forked child: the inherited lock may have been held by a parent thread at fork time
+            # (it would never be released here), and the inherited manager's sockets are the
+            # parent's. Replace both, never locking or clearing the inherited ones.
+            self._reset_after_fork()
         with self._lock:
             if self._state.closed:
                 return
@@ -525,7 +565,8 @@ class GraphdWebClient:
                 assert_same_host=False,
                 # urllib3 types this int, but it goes to queue.get(timeout=), which takes a float
                 pool_timeout=self._timeout,  # type: ignore[arg-type]
-                preload_content=True,
+                # the body is read by _read_body, capped in size and time
+                preload_content=False,
             )
         except MaxRetryError as exc:
             reason = exc.reason if exc.reason is not None else exc
@@ -539,9 +580,9 @@ class GraphdWebClient:
             ) from exc
         except HTTPError as exc:
             raise self._transport_error(url, addr, exc) from exc
-        latency = time.monotonic() - start
-        body = resp.data
         code = resp.status
+        body = self._read_body(resp, url, addr)
+        latency = time.monotonic() - start
         log.debug("GET %s -> %d (%d bytes, %.3fs)", url, code, len(body), latency)
         if not 200 <= code < 300:
             snippet = _snippet(body)
@@ -552,6 +593,57 @@ class GraphdWebClient:
                 host=addr.netloc,
             )
         return url, code, body, latency
+
+    def _read_body(self, resp: urllib3.BaseHTTPResponse, url: str, addr: _Addr) -> bytes:
+        """Read the whole body of ``resp``: at most ``max_response_bytes``, within ``timeout``.
+
+        The connection always goes back to its pool: reusable after a complete body, closed
+        otherwise (a body read only in part would desync the next request on it).
+        """
+        timeout = self._timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        chunks: list[bytes] = []
+        size = 0
+        complete = False
+        read = resp.read1  # urllib3 >= 2.2; read(amt) could wait several times per call
+        try:
+            while True:
+                cut = False  # whether this read's wait was shortened to end at the deadline
+                if deadline is not None and timeout is not None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise self._body_error(url, addr, resp.status, f"did not arrive within {timeout}s")
+                    # read1() waits at most once for bytes (only a chunk-size line of a chunked body
+                    # can take several); that wait is the socket's timeout, which urllib3 sets again
+                    # for the next request on this connection. The socket is gone when the server
+                    # said "Connection: close": the wait is then bounded by the read timeout alone.
+                    conn = resp.connection
+                    sock = getattr(conn, "sock", None) if conn is not None else None
+                    if sock is not None and left < timeout:
+                        sock.settimeout(left)
+                        cut = True
+                try:
+                    chunk = read(_READ_CHUNK)
+                except ReadTimeoutError as exc:
+                    what = f"did not arrive within {timeout}s" if cut else f"stalled for {timeout}s"
+                    raise self._body_error(url, addr, resp.status, what) from exc
+                if not chunk:
+                    complete = True
+                    return b"".join(chunks)
+                size += len(chunk)
+                if size > self._max_body:
+                    raise self._body_error(url, addr, resp.status, f"is larger than {self._max_body} bytes")
+                chunks.append(chunk)
+        except HTTPError as exc:  # a broken connection, a bad content-encoding
+            raise self._transport_error(url, addr, exc) from exc
+        finally:
+            if not complete:
+                resp.close()  # closes the connection: the rest of the body is never read
+            resp.release_conn()
+
+    @staticmethod
+    def _body_error(url: str, addr: _Addr, code: int, what: str) -> WebServiceError:
+        return WebServiceError(f"GET {url}: the response body {what}", status=code, host=addr.netloc)
 
     def _transport_error(self, url: str, addr: _Addr, reason: BaseException) -> WebServiceError:
         if isinstance(reason, NewConnectionError):
@@ -575,6 +667,12 @@ class GraphdWebClient:
         except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
             raise WebServiceError(
                 f"GET {url}: response is not valid JSON ({exc}): {_snippet(body)!r}",
+                status=code,
+                host=addr.netloc,
+            ) from exc
+        except RecursionError as exc:  # json's decoder recurses once per nesting level
+            raise WebServiceError(
+                f"GET {url}: response JSON is nested too deeply to parse: {_snippet(body)!r}",
                 status=code,
                 host=addr.netloc,
             ) from exc

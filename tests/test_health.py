@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 import attrs
 import pytest
+from rawserver import RawServer
 
 from nebula_sync import ConnectionConfig, NebulaClient, SessionPoolConfig
 from nebula_sync._health import HealthReport, HostHealth, check_health
@@ -34,6 +35,45 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def read_http_head(conn: socket.socket) -> bool:
+    """Read a request's head (a raw server's handler); ``False`` if the client closed first."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return False
+        data += chunk
+    return True
+
+
+def endless_body(conn: socket.socket, server: RawServer) -> None:
+    """Answer 200 with a chunked body sent as fast as the client reads it: 64 MiB, then hang up."""
+    if not read_http_head(conn):
+        return
+    conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+    piece = b"x" * (64 << 10)
+    chunk = b"%x\r\n" % len(piece) + piece + b"\r\n"
+    for _ in range(1024):
+        if server.stopping.is_set():
+            return
+        conn.sendall(chunk)
+
+
+def trickling_body(conn: socket.socket, server: RawServer) -> None:
+    """Answer 200 with a 100,000-byte body sent a byte every 50 ms: for 6 s, then hang up."""
+    if not read_http_head(conn):
+        return
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+    for _ in range(120):
+        if server.stopping.wait(0.05):  # the server's pace, not a synchronisation
+            return
+        conn.sendall(b" ")
+
+
+def probe_threads(thrift_address: str) -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == f"nebula-health-web-{thrift_address}"]
 
 
 @pytest.fixture
@@ -206,6 +246,29 @@ def test_stalled_web_service_is_bounded_by_the_timeout(servers: list[FakeGraphd]
     assert all(web(s).wait_stalled(1, timeout=5.0) for s in servers)
 
 
+def test_endless_web_body_is_cut_at_the_size_cap(fake_graphd_factory: Factory) -> None:
+    server = fake_graphd_factory()
+    with RawServer(endless_body) as web_server, NebulaClient(server.address, "root", "x") as client:
+        report = check_health(client, web_port={server.address: web_server.address}, timeout=5.0)
+        assert report.elapsed_s < 2.5  # the probe stopped at the cap, long before the timeout
+        h = report.hosts[0]
+        assert h.http_status == 200 and not h.web_healthy and h.thrift_healthy
+        assert h.web_error is not None and "larger than" in h.web_error
+        assert probe_threads(server.address) == []
+
+
+def test_trickling_web_body_stops_the_probe_by_its_timeout(fake_graphd_factory: Factory) -> None:
+    server = fake_graphd_factory()
+    with RawServer(trickling_body) as web_server, NebulaClient(server.address, "root", "x") as client:
+        report = check_health(client, web_port={server.address: web_server.address}, timeout=1.0)
+        assert report.elapsed_s < 2.5
+        assert not report.hosts[0].web_healthy and report.hosts[0].thrift_healthy
+        # a probe still reading goes on in the background only until its own timeout hits
+        for t in probe_threads(server.address):
+            t.join(3.0)
+            assert not t.is_alive(), "the web probe is still reading the body"
+
+
 def test_stalled_thrift_server_is_bounded_by_the_timeout(servers: list[FakeGraphd],
                                                          client: NebulaClient) -> None:  # fmt: skip
     stalled = servers[0]
@@ -295,6 +358,8 @@ def test_arguments_are_checked(fake_graphd_factory: Factory) -> None:
             ({"web_port": "19669"}, TypeError),
             ({"web_port": {"127.0.0.1:1": "127.0.0.1:2"}}, ValueError),  # no entry for the host
             ({"web_port": {server.address: "127.0.0.1:notaport"}}, ValueError),  # a typo, not an outage
+            ({"web_port": {server.address: "http://127.0.0.1:19669"}}, ValueError),  # a URL
+            ({"web_port": {server.address: "graphd1:19669:1"}}, ValueError),  # not an IPv6 address
         ]
         for kwargs, exc in bad:
             with pytest.raises(exc):

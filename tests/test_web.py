@@ -15,17 +15,19 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import urllib3
 import urllib3.util.connection
+from rawserver import RawServer
 from urllib3.exceptions import InsecureRequestWarning, NewConnectionError, ReadTimeoutError, SSLError
 
 from nebula_sync.errors import ClientClosed, DriverError, WebServiceError
 from nebula_sync.testing._http import DEFAULT_GIT_INFO_SHA, FakeWebService, default_flags, default_stats
-from nebula_sync.web import DEFAULT_WEB_PORT, GraphdWebClient, WebStatus
+from nebula_sync.web import DEFAULT_WEB_PORT, MAX_RESPONSE_BYTES, GraphdWebClient, WebStatus
 
 STAT_NAME = re.compile(r"^[a-z_]+\.(sum|count|avg|rate|p\d+)\.(5|60|600|3600)$")
 
@@ -58,6 +60,41 @@ def raw(fake: FakeWebService, method: str, target: str, body: bytes | None = Non
         conn.request(method, target, body=body)
         resp = conn.getresponse()
         return resp.status, resp.read()
+
+
+def read_http_head(conn: socket.socket) -> bool:
+    """Read a request's head (a raw server's handler); ``False`` if the client closed first."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return False
+        data += chunk
+    return True
+
+
+def endless_body(conn: socket.socket, server: RawServer) -> None:
+    """Answer 200 with a chunked body sent as fast as the client reads it: 64 MiB, then hang up."""
+    if not read_http_head(conn):
+        return
+    conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+    piece = b"x" * (64 << 10)
+    chunk = b"%x\r\n" % len(piece) + piece + b"\r\n"
+    for _ in range(1024):
+        if server.stopping.is_set():
+            return
+        conn.sendall(chunk)
+
+
+def trickling_body(conn: socket.socket, server: RawServer) -> None:
+    """Answer 200 with a 100,000-byte body sent a byte every 50 ms: for 5 s, then hang up."""
+    if not read_http_head(conn):
+        return
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+    for _ in range(100):
+        if server.stopping.wait(0.05):  # the server's pace, not a synchronisation
+            return
+        conn.sendall(b" ")
 
 
 def in_thread(fn: Any) -> tuple[threading.Thread, dict[str, Any]]:
@@ -412,6 +449,58 @@ def test_bad_json(fake: FakeWebService, client: GraphdWebClient) -> None:
             assert isinstance(ei.value.__cause__, ValueError)
 
 
+def test_deeply_nested_json_is_a_web_service_error(fake: FakeWebService, client: GraphdWebClient) -> None:
+    fake.set_body_override(b"[" * 100_000 + b"]" * 100_000)
+    for call in (client.status, client.stats, client.flags):
+        with pytest.raises(WebServiceError, match="nested too deeply") as ei:
+            call()
+        assert ei.value.status == 200 and ei.value.host == fake.address
+        assert isinstance(ei.value.__cause__, RecursionError)
+
+
+def test_endless_body_is_cut_at_the_size_cap() -> None:
+    with RawServer(endless_body) as server, GraphdWebClient(server.address, timeout=5.0, retries=0,
+                                                            maxsize=1) as c:  # fmt: skip
+        for _ in range(2):  # the one pooled connection is given back: the second call gets it too
+            start = time.monotonic()
+            with pytest.raises(WebServiceError, match=f"larger than {MAX_RESPONSE_BYTES} bytes") as ei:
+                c.status()
+            assert time.monotonic() - start < 2.5
+            assert ei.value.status == 200 and ei.value.host == server.address
+        # a body read in part is never reused: its connection was closed
+        assert server.accepted == 2
+
+
+def test_body_size_cap_is_an_option(fake: FakeWebService) -> None:
+    body = b'{"status":"running"}'
+    with GraphdWebClient(fake.address, max_response_bytes=100, maxsize=1) as c:
+        fake.set_body_override(body.ljust(100))  # JSON may end with blanks: exactly at the cap
+        assert c.status().is_running
+        fake.set_body_override(body.ljust(101))
+        with pytest.raises(WebServiceError, match="larger than 100 bytes") as ei:
+            c.status()
+        assert ei.value.status == 200
+        fake.set_body_override(None)
+        assert c.status().is_running  # the pooled connection was given back
+    with GraphdWebClient(fake.address) as c:  # the default cap
+        fake.set_body_override(body.ljust(MAX_RESPONSE_BYTES))
+        assert c.status().is_running
+        fake.set_body_override(body.ljust(MAX_RESPONSE_BYTES + 1))
+        for call in (c.status, c.stats, c.flags):
+            with pytest.raises(WebServiceError, match="larger than"):
+                call()
+
+
+def test_trickling_body_is_bounded_by_the_timeout() -> None:
+    with RawServer(trickling_body) as server, GraphdWebClient(server.address, timeout=0.5, retries=0) as c:
+        start = time.monotonic()
+        with pytest.raises(WebServiceError, match=r"body did not arrive within 0\.5s") as ei:
+            c.status()
+        elapsed = time.monotonic() - start
+        assert 0.45 <= elapsed < 1.5, elapsed  # each byte came within the read timeout: only the
+        assert ei.value.status == 200  # deadline for the whole body stops it
+
+
 def test_read_timeout_is_bounded_and_not_retried(fake: FakeWebService) -> None:
     with GraphdWebClient(fake.address, timeout=0.3, retries=3) as c:
         fake.set_stall(True)
@@ -538,9 +627,24 @@ def test_host_selection(fake: FakeWebService) -> None:
 def test_host_parsing() -> None:
     with GraphdWebClient(" a:1 , b ,a:1,[::1]:2,::1") as c:
         assert c.hosts == ("a:1", f"b:{DEFAULT_WEB_PORT}", "[::1]:2", f"[::1]:{DEFAULT_WEB_PORT}")
+    with GraphdWebClient("fe80::1%eth0, [fe80::2%lo]:3, ::ffff:127.0.0.1") as c:  # zone ids, v4-mapped
+        assert c.hosts == (f"[fe80::1%eth0]:{DEFAULT_WEB_PORT}", "[fe80::2%lo]:3",
+                           f"[::ffff:127.0.0.1]:{DEFAULT_WEB_PORT}")  # fmt: skip
     for bad in ("a:b", "a:0", "a:70000", ":80", "[::1", "[::1]x", "[]:1"):
         with pytest.raises(ValueError):
             GraphdWebClient(bad)
+    # more than one ':' is an IPv6 address or an error, never a host name that fails to resolve later
+    for bad in ("graphd1:19669:1", "a:b:c", "[graphd:1]:2", "::1::2", "fe80::1%"):
+        with pytest.raises(ValueError, match=f"invalid host '{re.escape(bad)}'.*not an IPv6 address"):
+            GraphdWebClient(bad)
+    for url in ("http://127.0.0.1:19669", "http://graphd", "https://[::1]:1/", "[http://x]:1"):
+        with pytest.raises(ValueError, match=f"invalid host '{re.escape(url)}'.*"):
+            GraphdWebClient(url)
+    with pytest.raises(ValueError, match="without a scheme like 'http://'"):
+        GraphdWebClient("http://graphd1:19669")
+    with GraphdWebClient() as c:
+        with pytest.raises(ValueError, match="without a scheme"):
+            c.status("http://127.0.0.1:19669")
     with pytest.raises(TypeError):
         GraphdWebClient([1])  # type: ignore[list-item]
 
@@ -554,6 +658,7 @@ def test_host_parsing() -> None:
         {"connect_timeout": 0},
         {"retries": -1},
         {"maxsize": 0},
+        {"max_response_bytes": 0},
         {"port": 0},
         {"scheme": "ftp"},
         {"ca_file": "ca.pem"},  # needs https
@@ -698,6 +803,70 @@ def test_fork_child_uses_its_own_connections(fake: FakeWebService, client: Graph
     assert fake.connection_count == 2  # the child connected on its own
     assert client.status().is_running  # the parent's pooled connection is intact
     assert fake.connection_count == 2
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # fork() with threads on 3.12+
+@pytest.mark.parametrize("how", ["close", "garbage"])
+def test_fork_child_drops_the_client_while_a_parent_thread_held_its_locks(fake: FakeWebService,
+                                                                          how: str) -> None:  # fmt: skip
+    c = GraphdWebClient(fake.address, timeout=5.0)
+    assert c.status().is_running
+    # A parent thread holds the client's lock and its pool manager's lock at the moment of the fork:
+    # in the child nobody ever releases them.
+    locks = [c._lock, c._state.pm.pools.lock]
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with contextlib.ExitStack() as stack:
+            for lock in locks:
+                stack.enter_context(lock)
+            held.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
+    assert held.wait(5)
+    read_end, write_end = os.pipe()
+    try:
+        pid = os.fork()
+        if pid == 0:  # child: report through the pipe, never return into pytest
+            code = b"E"
+            try:
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always", ResourceWarning)
+                    if how == "close":
+                        c.close()
+                        c.close()
+                        code = b"K" if c.closed else b"N"
+                    else:
+                        finalizer = c._finalizer
+                        del c  # the finalizer of an unclosed client runs now
+                        gc.collect()
+                        code = b"A" if finalizer.alive else b"K"
+                    if any("unclosed GraphdWebClient" in str(w.message) for w in caught):
+                        code = b"W"  # the parent's client is the parent's to warn about
+            except BaseException:
+                pass
+            finally:
+                os.write(write_end, code)
+                os._exit(0)
+    finally:
+        release.set()
+        holder.join(5)
+    os.close(write_end)
+    try:
+        ready, _, _ = select.select([read_end], [], [], 10)
+        if not ready:
+            os.kill(pid, 9)
+        assert ready, "the child hung"
+        assert os.read(read_end, 1) == b"K"
+    finally:
+        os.close(read_end)
+        os.waitpid(pid, 0)
+    assert c.status().is_running  # the parent's pooled connection is intact
+    assert fake.connection_count == 1
+    c.close()
 
 
 # ---- TLS ----------------------------------------------------------------------------------------------
