@@ -52,6 +52,15 @@ class HostAddress:
             raise ValueError(f"port must be in 1..65535, got {self.port} for host {self.host!r}")
         if any(c.isspace() for c in self.host) or "/" in self.host:
             raise ValueError(f"host name {self.host!r} contains a space or '/'")
+        if ":" in self.host or "[" in self.host or "]" in self.host:
+            # only an IPv6 address has a ':' (a "host:port" here would be taken for a name)
+            try:
+                ipaddress.IPv6Address(self.host)
+            except ValueError:
+                raise ValueError(
+                    f"host {self.host!r} is not an IPv6 address; give the host alone (parse_hosts() "
+                    "reads 'host:port' and '[v6]:port')"
+                ) from None
 
     def __str__(self) -> str:
         if ":" in self.host:
@@ -74,6 +83,8 @@ def _parse_one(text: str) -> HostAddress:
         if rest and not rest.startswith(":"):
             raise ValueError(f"bad host {text!r}: expected ':port' after ']'")
         port_text = rest[1:] if rest else ""
+        if rest == ":":
+            raise ValueError(f"bad host {text!r}: missing port after ':'")
         try:
             ipaddress.IPv6Address(host)
         except ValueError:
@@ -91,6 +102,8 @@ def _parse_one(text: str) -> HostAddress:
         host, _, port_text = item.partition(":")
         if _ and not port_text:
             raise ValueError(f"bad host {text!r}: missing port after ':'")
+        if not host.strip():
+            raise ValueError(f"bad host {text!r}: missing host name before ':'")
     if port_text:
         if not (port_text.isascii() and port_text.isdigit()):
             raise ValueError(f"bad host {text!r}: port {port_text!r} is not a number")
@@ -107,6 +120,8 @@ def parse_hosts(hosts: HostsSpec) -> tuple[HostAddress, ...]:
     items: list[HostAddress] = []
     if isinstance(hosts, HostAddress):
         items.append(hosts)
+    elif isinstance(hosts, (bytes, bytearray)):  # iterable, but of ints
+        raise TypeError(f"hosts must be a str, not {type(hosts).__name__}; decode it first")
     elif isinstance(hosts, str):
         items.extend(_parse_one(part) for part in hosts.split(","))
     elif isinstance(hosts, Iterable):
@@ -128,6 +143,14 @@ def parse_hosts(hosts: HostsSpec) -> tuple[HostAddress, ...]:
 
 
 # ---- validators ------------------------------------------------------------------------------
+
+
+def _framing(value: Any) -> Framing:
+    try:
+        return Framing(value)
+    except ValueError:
+        choices = ", ".join(repr(f.value) for f in Framing)
+        raise ValueError(f"framing must be one of {choices}, got {value!r}") from None
 
 
 def _timeout(allow_none: bool = True, allow_zero: bool = False) -> Any:
@@ -296,7 +319,7 @@ class ConnectionConfig:
     keepalive_idle: int = attrs.field(default=60, validator=_int_at_least(1, 32767))
     keepalive_interval: int = attrs.field(default=10, validator=_int_at_least(1, 32767))
     keepalive_count: int = attrs.field(default=6, validator=_int_at_least(1, 127))
-    framing: Framing = attrs.field(default=Framing.THEADER, converter=Framing)
+    framing: Framing = attrs.field(default=Framing.THEADER, converter=_framing)
     max_connections_per_host: Optional[int] = attrs.field(
         default=None, validator=attrs.validators.optional(_int_at_least(1))
     )
@@ -348,6 +371,8 @@ class SessionPoolConfig:
 def _statements(value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         return (value,)
+    if isinstance(value, (bytes, bytearray)) or not isinstance(value, Iterable):
+        raise TypeError(f"init_statements must be a str or a list of str, not {type(value).__name__}")
     return tuple(value)
 
 
