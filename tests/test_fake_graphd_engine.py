@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 import math
 from typing import TYPE_CHECKING, Any, Callable
 
 import pytest
+from thrift.Thrift import TApplicationException
 
 from nebula_sync._params import from_value, to_value
-from nebula_sync._thrift import ttypes
+from nebula_sync._thrift import service, ttypes, wire
 from nebula_sync._thrift.ttypes import NullType, Value
 from nebula_sync.testing import FakeGraphd
+from nebula_sync.testing._engine import MAX_NESTING
 
 if TYPE_CHECKING:
     from conftest import RawClient
@@ -232,6 +235,76 @@ def test_errors(session: tuple[RawClient, int], stmt: str, code: int, message: s
     assert (resp.error_code, resp.error_msg) == (code, message.encode())
     assert resp.data is None
     assert resp.space_name == b""  # filled on errors too
+
+
+_DEEP = 2000  # far beyond both MAX_NESTING and Python's recursion limit
+_TOO_DEEP = "SyntaxError: Nested more than 64 levels deep: near "
+
+
+@pytest.mark.parametrize(
+    ("stmt", "message"),
+    [
+        # str.isdigit() and regex \d take these for digits; graphd's lexer does not
+        ("RETURN \u00b2", "SyntaxError: syntax error near `\u00b2'"),
+        ("RETURN \u0663", "SyntaxError: syntax error near `\u0663'"),
+        # longer than Python's int() accepts (4300 digits)
+        ("RETURN " + "1" * 5000, "SyntaxError: Out of range: near `" + "1" * 5000 + "'"),
+        ("RETURN -" + "9" * 30, "SyntaxError: Out of range: near `" + "9" * 30 + "'"),
+        ("RETURN " + "(" * _DEEP + "1" + ")" * _DEEP, _TOO_DEEP + "`('"),
+        ("RETURN " + "-" * 3000 + "1", _TOO_DEEP + "`-'"),
+        ("RETURN " + "NOT " * _DEEP + "true", _TOO_DEEP + "`NOT'"),
+        ("RETURN " + "[" * _DEEP + "]" * _DEEP, _TOO_DEEP + "`['"),
+        ("RETURN " + "{a: " * _DEEP + "1" + "}" * _DEEP, _TOO_DEEP + "`{'"),
+        ('RETURN "\\ud800"', "SyntaxError: syntax error near `\"\\ud800\"'"),  # a lone surrogate
+        ("RETURN { # the rest is a comment", "SyntaxError: syntax error near `{'"),
+    ],
+    ids=["superscript", "arabic-indic", "5000-digits", "-30-digits", "parens", "minus", "not", "lists",
+         "maps", "lone-surrogate", "open-brace-at-end"],
+)
+def test_inputs_graphd_rejects_get_a_syntax_error(
+    session: tuple[RawClient, int], caplog: pytest.LogCaptureFixture, stmt: str, message: str
+) -> None:
+    # these used to crash the fake's handler: an ERROR traceback and the connection dropped unanswered
+    resp = run(session, stmt)
+    assert (resp.error_code, resp.error_msg) == (-1004, message.encode())
+    assert from_value(one(session, "1")) == 1  # the connection still works
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+def test_nesting_up_to_the_limit_and_long_chains_work(session: tuple[RawClient, int]) -> None:
+    depth = MAX_NESTING
+    assert from_value(one(session, "(" * depth + "7" + ")" * depth)) == 7
+    assert from_value(one(session, "-" * depth + "7")) == 7  # an even number of minus signs
+    assert from_value(one(session, "NOT " * depth + "true")) is True
+    nested = from_value(one(session, "[" * 25 + "1" + "]" * 25))  # deeper values cannot be encoded
+    for _ in range(25):
+        assert isinstance(nested, list) and len(nested) == 1
+        nested = nested[0]
+    assert nested == 1
+    # a chain of binary operators nests as deep as it is long, but is no nesting in the source
+    assert from_value(one(session, " + ".join(["1"] * 5000))) == 5000
+    assert from_value(one(session, " AND ".join(["$t"] * 5000), t=True)) is True
+
+
+def test_a_value_too_deep_to_encode_gets_an_application_exception(
+    session: tuple[RawClient, int], caplog: pytest.LogCaptureFixture
+) -> None:
+    # thrift's binary codec stops at 64 nested structs: a list 40 deep parses but cannot be sent
+    client, sid = session
+    reply = client.call("executeWithParameter", service.ExecuteWithParameterArgs(
+        sessionId=sid, stmt=("RETURN " + "[" * 40 + "]" * 40).encode(), parameterMap={}))  # fmt: skip
+    assert reply.mtype == wire.EXCEPTION
+    assert reply.body.type == TApplicationException.INTERNAL_ERROR
+    assert "cannot encode" in reply.body.message
+    assert from_value(one(session, "1")) == 1  # the connection still works
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+def test_integer_literals_with_leading_zeros_and_surrogate_pairs(session: tuple[RawClient, int]) -> None:
+    assert from_value(one(session, "0" * 40 + "9223372036854775807")) == 2**63 - 1
+    assert from_value(one(session, "-" + "0" * 40 + "9223372036854775808")) == -(2**63)
+    # JSON-style UTF-16 pairs make one character beyond U+FFFF
+    assert from_value(one(session, '"\\ud83d\\ude00!"')) == "\U0001f600!"
 
 
 def test_comments_are_ignored(session: tuple[RawClient, int]) -> None:

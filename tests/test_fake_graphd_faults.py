@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import resource
 import select
 import socket
 import subprocess
@@ -168,6 +171,67 @@ def test_start_while_refusing_still_picks_a_port() -> None:
         assert server.port != 0
         with pytest.raises(ConnectionRefusedError):
             connect(server)
+
+
+# ---- accepting -------------------------------------------------------------------------------
+
+
+def test_accepts_on_file_descriptors_above_1023(fake_graphd_factory: Factory, raw_client: RawFactory) -> None:
+    # select.select() cannot watch a descriptor >= 1024 (FD_SETSIZE): the fake's accept loop used
+    # to accept nothing then, spinning at 100% CPU while clients timed out.
+    need = 1100 + 100  # the descriptors held below, plus room for the server and the client
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < need:
+        pytest.skip(f"RLIMIT_NOFILE hard limit {hard} < {need}")
+    if soft != resource.RLIM_INFINITY and soft < need:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+    held: list[int] = []
+    try:
+        # pipe() takes the lowest free numbers, so once it hands out 1100 every lower one is in use
+        while not held or held[-1] < 1100:
+            held.extend(os.pipe())
+        server = fake_graphd_factory()  # its listener and wake-up sockets are numbered above 1100
+        client = raw_client(server, timeout=3.0)
+        assert client.sock.fileno() > 1100
+        assert client.verify().error_code == 0
+        assert client.execute(client.session(), "RETURN 1").error_code == 0
+        assert server.stats().connections_accepted == 1
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_accept_errors_back_off_instead_of_spinning(
+    monkeypatch: pytest.MonkeyPatch, raw_client: RawFactory
+) -> None:
+    # accept() failing with EMFILE leaves the listener readable: retrying at once spins a core
+    calls: list[float] = []
+
+    class OutOfDescriptors(socket.socket):
+        """A listener whose first three accept() calls fail as in a process out of descriptors."""
+
+        def accept(self) -> tuple[socket.socket, object]:
+            calls.append(time.monotonic())
+            if len(calls) <= 3:
+                raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+            return super().accept()
+
+    real_bind = FakeGraphd._bind
+
+    def bind(server: FakeGraphd) -> socket.socket:
+        listener = OutOfDescriptors(fileno=real_bind(server).detach())
+        listener.setblocking(False)
+        return listener
+
+    monkeypatch.setattr(FakeGraphd, "_bind", bind)
+    with FakeGraphd() as server:
+        client = raw_client(server, timeout=5.0)
+        assert client.verify().error_code == 0  # served once accept() works again
+        assert len(calls) == 4
+        tries = list(calls)  # (stopping makes the listener readable: one more call may follow)
+    gaps = [later - earlier for earlier, later in zip(tries, tries[1:])]
+    assert min(gaps) >= 0.05, gaps  # the listener is left alone ~0.1 s after each failure
 
 
 # ---- stall -----------------------------------------------------------------------------------

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import socket
 import struct
+import tracemalloc
+import zlib
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Callable
 
 import pytest
@@ -182,6 +188,42 @@ def test_unknown_method_gets_application_exception(
     assert client.verify().error_code == 0  # the connection is still usable
 
 
+@pytest.mark.parametrize(
+    ("protocol", "name", "shown"),
+    [
+        ("binary", "ex\u00e9cute".encode(), "ex\\xc3\\xa9cute"),
+        ("binary", b"\xff\xfe\x01", "\\xff\\xfe\\x01"),  # not UTF-8 at all
+        ("compact", "ex\u00e9cute".encode(), "ex\\xc3\\xa9cute"),
+    ],
+)
+def test_non_ascii_method_name_gets_application_exception(
+    fake_graphd: FakeGraphd, raw_client: RawFactory, caplog: pytest.LogCaptureFixture,
+    protocol: str, name: bytes, shown: str,
+) -> None:  # fmt: skip
+    # the binary case used to crash the handler (UnicodeEncodeError): ERROR traceback, no reply
+    client = raw_client(fake_graphd, protocol=protocol)
+    if protocol == "binary":
+        payload = wire.binary_message(name, wire.CALL, 5, b"\x00")
+    else:
+        payload = compact_message(name.decode(), wire.CALL, 5, service.SignoutArgs(sessionId=1))
+    client.sock.sendall(client.frame(payload))
+    frame = client.recv_frame()
+    info = wire.parse_frame(frame)
+    if protocol == "binary":
+        (name_len,) = struct.unpack_from("!i", frame, info.offset + 4)
+        echoed = frame[info.offset + 8 : info.offset + 8 + name_len]
+        _, mtype, seqid, pos = wire.parse_message_header(frame, info.offset)
+        exc = wire.decode_application_exception(frame, pos)
+    else:
+        text, mtype, seqid, exc = parse_compact_message(frame[info.offset :], None)
+        echoed = text.encode()
+    assert (echoed, mtype, seqid) == (name, wire.EXCEPTION, 5)  # the envelope echoes the name as sent
+    assert exc.type == TApplicationException.UNKNOWN_METHOD
+    assert exc.message == f"Method name {shown} not found"
+    assert client.verify().error_code == 0  # the connection is still usable
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
 @pytest.mark.parametrize("protocol", ["binary", "compact"])
 def test_malformed_arguments_get_protocol_error(
     fake_graphd: FakeGraphd, raw_client: RawFactory, protocol: str
@@ -232,6 +274,78 @@ def test_frame_size_limit(fake_graphd_factory: Callable[..., FakeGraphd], raw_cl
         sessionId=sid, stmt=b"RETURN '" + b"x" * 2000 + b"'", parameterMap={}))  # fmt: skip
     with pytest.raises((EOFError, ConnectionResetError)):
         client.recv_frame()
+
+
+@contextlib.contextmanager
+def _traced_peak() -> Iterator[list[int]]:
+    """Trace Python allocations (every thread's) in the block; the list gets the peak, in bytes."""
+    peak: list[int] = []
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        yield peak
+        peak.append(tracemalloc.get_traced_memory()[1] - base)
+    finally:
+        tracemalloc.stop()
+
+
+def test_declared_frame_length_is_not_allocated_up_front(fake_graphd: FakeGraphd) -> None:
+    # Each connection claims a frame of almost 64 MiB (the default max_frame_size), sends 10 bytes
+    # of it and hangs up. The fake used to allocate the whole claimed size before reading.
+    with _traced_peak() as peak:
+        for _ in range(2):
+            with socket.create_connection((fake_graphd.host, fake_graphd.port), timeout=10) as sock:
+                sock.sendall(struct.pack("!I", (64 << 20) - 1) + b"x" * 10)
+        # the server has read (and given up on) both frames once both connections are closed
+        fake_graphd.wait_for(lambda s: s.connections_accepted == 2 and s.connections_open == 0)
+    assert peak[0] < 4 << 20, f"{peak[0] / 2**20:.1f} MiB allocated for 20 bytes received"
+
+
+def _zlib_frame(payload: bytes, level: int = 6) -> bytes:
+    """A THeader frame (binary protocol) carrying ``payload`` with the zlib transform."""
+    body = zlib.compress(payload, level)
+    header = bytes((wire.PROTO_BINARY, 1, 1, 0))  # protocol, one transform: zlib (1), padding
+    return struct.pack("!IHHIH", 10 + len(header) + len(body), 0x0FFF, 0, 1, len(header) // 4) + header + body
+
+
+def test_zlib_payload_is_bounded_by_max_frame_size(
+    fake_graphd_factory: Callable[..., FakeGraphd], raw_client: RawFactory
+) -> None:
+    server = fake_graphd_factory(max_frame_size=4096)
+    client = raw_client(server)
+    sid = client.session()
+
+    def message(size: int) -> bytes:
+        """An executeWithParameter message of exactly ``size`` bytes (a statement padded with blanks)."""
+        def make(pad: int) -> bytes:
+            args = service.ExecuteWithParameterArgs(sessionId=sid, stmt=b"RETURN 1 AS a" + b" " * pad,
+                                                    parameterMap={})  # fmt: skip
+            return client.message("executeWithParameter", args, seqid=9)
+        return make(size - len(make(0)))
+
+    fits = message(4096)
+    assert len(fits) == 4096 and len(_zlib_frame(fits)) < 200
+    client.sock.sendall(_zlib_frame(fits))
+    assert client.recv("executeWithParameter").success.error_code == 0
+    # one byte more once inflated: rejected like any frame over max_frame_size, although the
+    # frame on the wire is tiny
+    client.sock.sendall(_zlib_frame(message(4097)))
+    with pytest.raises((EOFError, ConnectionResetError)):
+        client.recv_frame()
+
+
+def test_zlib_bomb_is_not_inflated(fake_graphd_factory: Callable[..., FakeGraphd]) -> None:
+    server = fake_graphd_factory(max_frame_size=1 << 20)
+    bomb = wire.binary_message(b"executeWithParameter", wire.CALL, 1, b"") + bytes(32 << 20)
+    frame = _zlib_frame(bomb, 9)
+    assert len(frame) < 64 << 10  # 32 MiB of zeros compress to ~32 KiB
+    with _traced_peak() as peak:
+        with socket.create_connection((server.host, server.port), timeout=10) as sock:
+            sock.sendall(frame)
+            assert sock.recv(100) == b""  # closed without an answer
+        server.wait_for(lambda s: s.connections_open == 0)
+    assert peak[0] < 8 << 20, f"{peak[0] / 2**20:.1f} MiB allocated for a {len(frame)}-byte frame"
 
 
 def test_many_requests_on_one_connection_and_many_connections(

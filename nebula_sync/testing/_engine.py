@@ -20,6 +20,11 @@ expression's text as written.
 Errors carry graphd's codes: a parse error is ``E_SYNTAX_ERROR`` (``SyntaxError: syntax error near
 `tok'``), an undefined ``$param`` is ``E_SEMANTIC_ERROR``, an unknown space is
 ``E_EXECUTION_ERROR`` (``SpaceNotFound: SpaceName `x'``), nothing to run is ``E_STATEMENT_EMPTY``.
+An integer literal beyond int64 is ``E_SYNTAX_ERROR`` (``Out of range``), as in graphd's lexer.
+Parentheses, lists, maps, sets and unary operators nest at most ``MAX_NESTING`` levels deep;
+deeper nesting is ``E_SYNTAX_ERROR`` too (the parser is recursive; graphd's is not). A result
+nested deeper than thrift's binary codec goes (64 structs: lists about 30 deep) cannot be sent; the
+server answers such a request with a ``TApplicationException`` (``INTERNAL_ERROR``).
 
 Everything here is pure (no shared state), so it is thread-safe.
 """
@@ -42,6 +47,7 @@ __all__ = [
     "E_SEMANTIC_ERROR",
     "E_STATEMENT_EMPTY",
     "E_SYNTAX_ERROR",
+    "MAX_NESTING",
     "EngineError",
     "Statement",
     "StatementResult",
@@ -57,6 +63,14 @@ E_SEMANTIC_ERROR = -1009
 
 _I64_MIN = -(2**63)
 _I64_MAX = 2**63 - 1
+# The value of a decimal literal too long to be an int64 (never converted: Python's int() refuses
+# more than 4300 digits). Anything above _I64_MAX + 1 gives the same "Out of range" error.
+_TOO_BIG = 2**64
+_INT64_DIGITS = 19
+
+#: how deep expressions may nest; each level costs the parser about ten Python frames, so this
+#: keeps a parse well inside Python's default recursion limit (1000)
+MAX_NESTING = 64
 
 
 class EngineError(Exception):
@@ -86,7 +100,9 @@ class _Token:
 
 _OPS = ("==", "!=", "<>", "<=", ">=", "(", ")", "[", "]", "{", "}", ",", ":", "+", "-", "*", "/",
         "%", "<", ">", ";", ".")  # fmt: skip
-_NUMBER = re.compile(r"0[xX][0-9a-fA-F]+|(?:\d+\.\d*|\.\d+|\d+)(?:[eE][+-]?\d+)?")
+# ASCII digits only, as graphd's lexer: "\d" and str.isdigit() also take other scripts' digits ("²")
+_DIGITS = frozenset("0123456789")
+_NUMBER = re.compile(r"0[xX][0-9a-fA-F]+|(?:[0-9]+\.[0-9]*|\.[0-9]+|[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f", "\\": "\\", "'": "'", '"': '"',
             "/": "/", "0": "\0"}  # fmt: skip
@@ -106,8 +122,14 @@ def _read_string(text: str, pos: int) -> tuple[str, int]:
                 break
             nxt = text[i + 1]
             if nxt == "u" and re.fullmatch(r"[0-9a-fA-F]{4}", text[i + 2 : i + 6] or ""):
-                out.append(chr(int(text[i + 2 : i + 6], 16)))
+                code = int(text[i + 2 : i + 6], 16)
                 i += 6
+                # a UTF-16 surrogate pair (as JSON writes characters beyond U+FFFF) is one character
+                low = text[i + 2 : i + 6] if 0xD800 <= code < 0xDC00 and text.startswith("\\u", i) else ""
+                if re.fullmatch(r"[dD][c-fC-F][0-9a-fA-F]{2}", low):
+                    code = 0x10000 + ((code - 0xD800) << 10) + (int(low, 16) - 0xDC00)
+                    i += 6
+                out.append(chr(code))
                 continue
             out.append(_ESCAPES.get(nxt, nxt))
             i += 2
@@ -137,7 +159,11 @@ def _tokenize(text: str) -> list[_Token]:
             continue
         if ch in "\"'":
             value, end = _read_string(text, i)
-            tokens.append(_Token("str", text[i:end], i, end, value.encode("utf-8")))
+            try:
+                encoded = value.encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate (``"\ud800"``): no UTF-8 string holds it
+                raise _syntax_error(text[i:end]) from None
+            tokens.append(_Token("str", text[i:end], i, end, encoded))
             i = end
             continue
         if ch == "`":
@@ -154,7 +180,7 @@ def _tokenize(text: str) -> list[_Token]:
             tokens.append(_Token("param", m.group(), i, m.end(), m.group()))
             i = m.end()
             continue
-        if ch.isdigit() or (ch == "." and i + 1 < n and text[i + 1].isdigit()):
+        if ch in _DIGITS or (ch == "." and i + 1 < n and text[i + 1] in _DIGITS):
             m = _NUMBER.match(text, i)
             assert m is not None
             lit = m.group()
@@ -165,6 +191,8 @@ def _tokenize(text: str) -> list[_Token]:
                 tokens.append(_Token("int", lit, i, m.end(), int(lit, 16)))
             elif any(c in lit for c in ".eE"):
                 tokens.append(_Token("float", lit, i, m.end(), float(lit)))
+            elif len(lit.lstrip("0")) > _INT64_DIGITS:
+                tokens.append(_Token("int", lit, i, m.end(), _TOO_BIG))
             else:
                 tokens.append(_Token("int", lit, i, m.end(), int(lit)))
             i = m.end()
@@ -229,6 +257,19 @@ class _MapExpr:
 _Expr = Union[_Literal, _Param, _Unary, _Binary, _ListExpr, _SetExpr, _MapExpr]
 
 
+def _children(expr: _Expr) -> tuple[_Expr, ...]:
+    """The direct subexpressions of ``expr``, in evaluation order."""
+    if isinstance(expr, _Unary):
+        return (expr.operand,)
+    if isinstance(expr, _Binary):
+        return (expr.left, expr.right)
+    if isinstance(expr, (_ListExpr, _SetExpr)):
+        return expr.items
+    if isinstance(expr, _MapExpr):
+        return tuple(item for _, item in expr.items)
+    return ()
+
+
 @attrs.frozen
 class _Column:
     expr: _Expr
@@ -248,24 +289,13 @@ class Statement:
     def parameters(self) -> set[str]:
         """Names of the ``$parameters`` this statement refers to."""
         found: set[str] = set()
-
-        def walk(e: _Expr) -> None:
+        todo: list[_Expr] = [col.expr for col in self.columns]
+        while todo:  # a loop, not recursion: "1 + 1 + ... + 1" is as deep as it is long
+            e = todo.pop()
             if isinstance(e, _Param):
                 found.add(e.name)
-            elif isinstance(e, _Unary):
-                walk(e.operand)
-            elif isinstance(e, _Binary):
-                walk(e.left)
-                walk(e.right)
-            elif isinstance(e, (_ListExpr, _SetExpr)):
-                for item in e.items:
-                    walk(item)
-            elif isinstance(e, _MapExpr):
-                for _, item in e.items:
-                    walk(item)
-
-        for col in self.columns:
-            walk(col.expr)
+            else:
+                todo.extend(_children(e))
         return found
 
 
@@ -279,6 +309,7 @@ class _Parser:
         self.source = source
         self.tokens = tokens
         self.pos = 0
+        self.depth = 0  # nesting levels open (brackets and unary operators)
 
     def peek(self) -> _Token:
         return self.tokens[self.pos]
@@ -295,6 +326,13 @@ class _Parser:
             prev = self.tokens[self.pos - 1] if self.pos > 0 else tok
             return _syntax_error(prev.text)
         return _syntax_error(tok.text)
+
+    def enter(self, tok: _Token) -> None:
+        """Open one nesting level at ``tok``; leave it with ``self.depth -= 1``."""
+        self.depth += 1
+        if self.depth > MAX_NESTING:
+            raise EngineError(E_SYNTAX_ERROR, f"SyntaxError: Nested more than {MAX_NESTING} levels deep: "
+                                              f"near `{tok.text}'")  # fmt: skip
 
     def is_keyword(self, *words: str) -> bool:
         tok = self.peek()
@@ -377,8 +415,10 @@ class _Parser:
 
     def not_expr(self) -> _Expr:
         if self.is_keyword("NOT"):
-            self.next()
-            return _Unary("NOT", self.not_expr())
+            self.enter(self.next())
+            operand = self.not_expr()
+            self.depth -= 1
+            return _Unary("NOT", operand)
         return self.comparison()
 
     def comparison(self) -> _Expr:
@@ -403,18 +443,18 @@ class _Parser:
         return left
 
     def unary(self) -> _Expr:
-        if self.is_op("-"):
+        if not self.is_op("-", "+"):
+            return self.primary()
+        op = self.next()
+        tok = self.peek()
+        # "-9223372036854775808" is a valid literal although its magnitude is not
+        if op.text == "-" and tok.kind == "int" and tok.value == -_I64_MIN:
             self.next()
-            tok = self.peek()
-            # "-9223372036854775808" is a valid literal although its magnitude is not
-            if tok.kind == "int" and tok.value == -_I64_MIN:
-                self.next()
-                return _Literal(Value(iVal=_I64_MIN))
-            return _Unary("-", self.unary())
-        if self.is_op("+"):
-            self.next()
-            return _Unary("+", self.unary())
-        return self.primary()
+            return _Literal(Value(iVal=_I64_MIN))
+        self.enter(op)
+        operand = self.unary()
+        self.depth -= 1
+        return _Unary(op.text, operand)
 
     def primary(self) -> _Expr:
         tok = self.peek()
@@ -444,6 +484,15 @@ class _Parser:
                 self.next()
                 return _Literal(Value(nVal=NullType.__NULL__))
             raise self.error()
+        if self.is_op("(", "[", "{"):
+            self.enter(tok)
+            inner = self.bracketed()
+            self.depth -= 1
+            return inner
+        raise self.error()
+
+    def bracketed(self) -> _Expr:
+        """A parenthesised expression, a list, a map or a set (the next token opens it)."""
         if self.is_op("("):
             self.next()
             inner = self.expr()
@@ -459,9 +508,7 @@ class _Parser:
                     items.append(self.expr())
             self.expect_op("]")
             return _ListExpr(tuple(items))
-        if self.is_op("{"):
-            return self.map_or_set()
-        raise self.error()
+        return self.map_or_set()
 
     def map_or_set(self) -> _Expr:
         self.expect_op("{")
@@ -469,7 +516,8 @@ class _Parser:
             self.next()
             return _MapExpr(())
         # a map starts with `key :`; anything else is a set literal
-        first, second = self.peek(), self.tokens[self.pos + 1]
+        first = self.peek()
+        second = first if first.kind == "eof" else self.tokens[self.pos + 1]  # eof is the last token
         if first.kind in ("ident", "bquote", "str") and second.kind == "op" and second.text == ":":
             entries: list[tuple[str, _Expr]] = []
             while True:
@@ -521,7 +569,10 @@ def parse_statement(text: str, tokens: list[_Token]) -> Statement:
     # token offsets index the whole request; re-base them on this statement's text
     base = tokens[0].start
     rebased = [attrs.evolve(t, start=t.start - base, end=t.end - base) for t in tokens]
-    return _Parser(text, rebased).statement(text)
+    try:
+        return _Parser(text, rebased).statement(text)
+    except RecursionError:  # only if the caller's own stack is already deep: MAX_NESTING bounds ours
+        raise EngineError(E_SYNTAX_ERROR, f"SyntaxError: Nested too deeply: near `{text[:20]}'") from None
 
 
 @functools.lru_cache(maxsize=4096)
@@ -699,39 +750,64 @@ def _logic(op: str, a: Value, b: Value) -> Value:
 
 
 def _evaluate(expr: _Expr, params: Mapping[str, Value]) -> Value:
-    if isinstance(expr, _Literal):
-        # a fresh (scalar) Value: parsed statements are cached, results must not share objects
-        return Value(**expr.value.set_fields())
-    if isinstance(expr, _Param):
-        return params[expr.name]
+    """The value of ``expr``, computed with an explicit stack, not recursion: a chain such as
+    ``1 + 1 + ... + 1`` nests as deep as it is long, beyond Python's recursion limit."""
+    todo: list[tuple[_Expr, bool]] = [(expr, False)]  # (node, its operands are on ``done``)
+    done: list[Value] = []  # values of the subexpressions evaluated so far, in order
+    while todo:
+        node, ready = todo.pop()
+        if isinstance(node, _Literal):
+            # a fresh (scalar) Value: parsed statements are cached, results must not share objects
+            done.append(Value(**node.value.set_fields()))
+            continue
+        if isinstance(node, _Param):
+            done.append(params[node.name])
+            continue
+        operands = _children(node)
+        if not ready:
+            todo.append((node, True))
+            todo.extend((child, False) for child in reversed(operands))
+            continue
+        first = len(done) - len(operands)
+        values = done[first:]
+        del done[first:]
+        done.append(_combine(node, values))
+    return done[0]
+
+
+def _combine(expr: _Expr, values: list[Value]) -> Value:
+    """The value of the compound ``expr`` whose operands evaluated to ``values``."""
     if isinstance(expr, _Unary):
-        v = _evaluate(expr.operand, params)
-        kind = _kind(v)
-        if kind == "nVal":
-            return v
-        if expr.op == "NOT":
-            return Value(bVal=not v.bVal) if kind == "bVal" else _null(_BAD_TYPE)
-        if kind == "iVal":
-            assert v.iVal is not None
-            return _int_result(-v.iVal if expr.op == "-" else v.iVal)
-        if kind == "fVal":
-            assert v.fVal is not None
-            return Value(fVal=-v.fVal if expr.op == "-" else v.fVal)
-        return _null(_BAD_TYPE)
+        return _unary(expr.op, values[0])
     if isinstance(expr, _Binary):
-        left = _evaluate(expr.left, params)
-        right = _evaluate(expr.right, params)
+        left, right = values
         if expr.op in ("+", "-", "*", "/", "%"):
             return _arith(expr.op, left, right)
         if expr.op in ("AND", "OR", "XOR"):
             return _logic(expr.op, left, right)
         return _compare(expr.op, left, right)
     if isinstance(expr, _ListExpr):
-        return Value(lVal=ttypes.NList(values=[_evaluate(e, params) for e in expr.items]))
+        return Value(lVal=ttypes.NList(values=values))
     if isinstance(expr, _SetExpr):
-        return Value(uVal=ttypes.NSet(values={_evaluate(e, params) for e in expr.items}))
-    kvs = {k.encode("utf-8"): _evaluate(e, params) for k, e in expr.items}
+        return Value(uVal=ttypes.NSet(values=set(values)))
+    assert isinstance(expr, _MapExpr)
+    kvs = {key.encode("utf-8"): value for (key, _), value in zip(expr.items, values)}
     return Value(mVal=ttypes.NMap(kvs=kvs))
+
+
+def _unary(op: str, v: Value) -> Value:
+    kind = _kind(v)
+    if kind == "nVal":
+        return v
+    if op == "NOT":
+        return Value(bVal=not v.bVal) if kind == "bVal" else _null(_BAD_TYPE)
+    if kind == "iVal":
+        assert v.iVal is not None
+        return _int_result(-v.iVal if op == "-" else v.iVal)
+    if kind == "fVal":
+        assert v.fVal is not None
+        return Value(fVal=-v.fVal if op == "-" else v.fVal)
+    return _null(_BAD_TYPE)
 
 
 def check_statement(stmt: Statement, params: Mapping[str, Value], space: str,

@@ -53,7 +53,8 @@ class ReplyContext:
     (an absurd frame length).
     """
 
-    #: wire method name of the request, e.g. ``"executeWithParameter"``
+    #: wire method name of the request, e.g. ``"executeWithParameter"`` (bytes that are not UTF-8
+    #: are kept as lone surrogates, ``surrogateescape``, so a reply can echo them)
     method: str
     #: envelope seqid of the request
     seqid: int
@@ -94,7 +95,7 @@ class ReplyContext:
             encoded = wire.encode_struct(body, [type(body), type(body).thrift_spec])
         else:
             encoded = _encode_exception(body)
-        return wire.binary_message(name.encode("ascii"), mtype, seqid, encoded)
+        return wire.binary_message(name.encode("utf-8", "surrogateescape"), mtype, seqid, encoded)
 
     def frame(self, payload: bytes, *, seqid: Optional[int] = None) -> bytes:
         """Wrap ``payload`` in the request's framing (THeader: same protocol id, flags, transforms)."""

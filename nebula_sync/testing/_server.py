@@ -7,7 +7,7 @@ import ipaddress
 import logging
 import re
 import secrets
-import select
+import selectors
 import socket
 import ssl
 import struct
@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Callable, Optional, Union
 
 import attrs
+from thrift.protocol.TProtocol import TProtocolException
 from thrift.Thrift import TApplicationException
 
 from nebula_sync._thrift import service, ttypes, wire
@@ -49,6 +50,10 @@ E_CLIENT_SERVER_INCOMPATIBLE = -3061
 _READ_LENGTH = struct.Struct("!I").unpack
 _LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST
 _TLS_HANDSHAKE_TIMEOUT = 10.0  # seconds a client may take to finish the TLS handshake
+_RECV_CHUNK = 256 * 1024  # the most a connection reads ahead of what has arrived
+# How long the accept loop leaves a listener alone after accept() or select() failed in a way that
+# would fail again at once (EMFILE: out of file descriptors): retrying at once would spin a core.
+_ACCEPT_BACKOFF = 0.1
 
 
 def _to_value(obj: Any, name: str) -> ttypes.Value:
@@ -351,7 +356,7 @@ class FakeGraphd:
             for conn in conns:
                 conn.closing = True
             accept_thread, self._accept_thread = self._accept_thread, None
-            wake_r, wake_w = self._wake_r, self._wake_w
+            wake_w = self._wake_w  # its reading end belongs to the accept thread, which closes it
             self._wake_r = self._wake_w = None
             self._cond.notify_all()
         if listener is not None:
@@ -365,9 +370,10 @@ class FakeGraphd:
         for conn in conns:
             if conn.thread is not None and conn.thread is not threading.current_thread():
                 conn.thread.join(max(0.0, deadline - monotonic()))
-        for sock in (wake_r, wake_w):
-            if sock is not None:
-                sock.close()
+        if wake_w is not None:
+            # Closing it leaves the reading end at EOF, readable for good: an accept thread that
+            # has not seen the wake byte yet (the join above timed out) still wakes and exits.
+            wake_w.close()
         if self._web is not None:
             self._web.stop()
 
@@ -654,49 +660,92 @@ class FakeGraphd:
     # ---- accepting -----------------------------------------------------------------------
 
     def _accept_loop(self, wake_r: socket.socket) -> None:
-        while True:
-            with self._lock:
-                if not self._running or self._wake_r is not wake_r:
-                    return
-                listener = self._listener
-            fds: list[Any] = [wake_r] if listener is None else [wake_r, listener]
-            try:
-                readable, _, _ = select.select(fds, [], [])
-            except (OSError, ValueError):
-                continue  # the listener was closed under us (refuse/stop); look again
-            if wake_r in readable:
+        """Accept connections until the server stops (or restarts with another wake socket).
+
+        Waits with ``selectors`` (epoll on Linux), not ``select.select``, which cannot watch file
+        descriptors >= 1024. An error that would recur at once (out of file descriptors) pauses
+        the listener for ``_ACCEPT_BACKOFF`` seconds instead of being retried in a busy loop.
+        """
+        sel = selectors.DefaultSelector()
+        try:
+            sel.register(wake_r, selectors.EVENT_READ)
+            watched: Optional[socket.socket] = None  # the listener registered with ``sel``
+            paused: Optional[socket.socket] = None  # a listener left alone until ``paused_until``
+            paused_until = 0.0
+            while True:
+                with self._lock:
+                    if not self._running or self._wake_r is not wake_r:
+                        return
+                    listener = self._listener
+                if paused is not None and (paused is not listener or monotonic() >= paused_until):
+                    paused = None  # the pause is over, or refuse_connections() replaced the listener
+                wanted = listener if paused is None else None
+                if watched is not wanted:
+                    if watched is not None:
+                        _unregister(sel, watched)
+                        watched = None
+                    if wanted is not None:
+                        try:
+                            sel.register(wanted, selectors.EVENT_READ)
+                            watched = wanted
+                        except (OSError, ValueError):  # closed under us: whoever closed it wakes us
+                            paused, paused_until = wanted, monotonic() + _ACCEPT_BACKOFF
+                            continue
+                timeout = None if paused is None else max(0.0, paused_until - monotonic())
                 try:
-                    while wake_r.recv(512):
+                    events = sel.select(timeout)
+                except OSError as exc:  # not seen in practice; whatever it is, retry at a slow pace
+                    log.warning("fake graphd: waiting for connections failed: %s; retrying", exc)
+                    with self._cond:  # stop() notifies
+                        self._cond.wait_for(lambda: not self._running, _ACCEPT_BACKOFF)
+                    continue
+                ready = {key.fileobj for key, _ in events}
+                if wake_r in ready:
+                    try:
+                        while wake_r.recv(512):
+                            pass
+                    except OSError:  # BlockingIOError: drained
                         pass
-                except (BlockingIOError, OSError):
-                    pass
-            if listener is None or listener not in readable:
-                continue
-            try:
-                sock, peer = listener.accept()
-            except (BlockingIOError, InterruptedError):
-                continue
-            except OSError:
-                continue  # closed under us
-            sock.setblocking(True)
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
-            conn = _Conn(sock, peer[0], peer[1])
-            with self._cond:
-                if not self._running:
-                    sock.close()
+                if watched is None or watched not in ready:
+                    continue
+                try:
+                    sock, peer = watched.accept()
+                except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                    continue  # the client went away before we took it: nothing to wait for
+                except OSError as exc:
+                    # closed under us (refuse/stop, which wake us), or out of file descriptors
+                    # (EMFILE/ENFILE/ENOBUFS): the listener stays readable, so leave it alone a while
+                    log.debug("fake graphd: accept failed: %s", exc)
+                    paused, paused_until = watched, monotonic() + _ACCEPT_BACKOFF
+                    continue
+                if not self._serve_accepted(sock, peer):
                     return
-                self._conns.add(conn)
-                self._stats.connections_accepted += 1
-                self._stats.connections_open += 1
-                conn.thread = threading.Thread(target=self._serve, args=(conn,),
-                                               name=f"fake-graphd-conn-{peer[1]}", daemon=True)
-                # Started under the lock so that nobody who sees the connection in _conns can
-                # try to join a thread that has not started yet (the thread needs no lock to start).
-                conn.thread.start()
-                self._cond.notify_all()
+        finally:
+            sel.close()
+            wake_r.close()  # here, not in stop(): epoll forgets a closed socket and would never wake
+
+    def _serve_accepted(self, sock: socket.socket, peer: Any) -> bool:
+        """Start serving an accepted connection; ``False`` (socket closed) if the server stopped."""
+        sock.setblocking(True)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+        conn = _Conn(sock, peer[0], peer[1])
+        with self._cond:
+            if not self._running:
+                sock.close()
+                return False
+            self._conns.add(conn)
+            self._stats.connections_accepted += 1
+            self._stats.connections_open += 1
+            conn.thread = threading.Thread(target=self._serve, args=(conn,),
+                                           name=f"fake-graphd-conn-{peer[1]}", daemon=True)
+            # Started under the lock so that nobody who sees the connection in _conns can
+            # try to join a thread that has not started yet (the thread needs no lock to start).
+            conn.thread.start()
+            self._cond.notify_all()
+        return True
 
     # ---- serving one connection ----------------------------------------------------------
 
@@ -757,17 +806,22 @@ class FakeGraphd:
         return True
 
     def _read_exact(self, conn: _Conn, size: int) -> Optional[bytes]:
-        buf = bytearray(size)
-        view = memoryview(buf)
-        got = 0
-        while got < size:
+        """``size`` bytes from the connection; ``None`` if it ends first or fails.
+
+        The buffer grows with what arrives (at most ``_RECV_CHUNK`` ahead), never to the declared
+        frame size up front: a client claiming a large frame must send it to make us hold it.
+        """
+        buf = bytearray()
+        while len(buf) < size:
             try:
-                n = conn.sock.recv_into(view[got:])
+                chunk = conn.sock.recv(min(size - len(buf), _RECV_CHUNK))
             except (OSError, ValueError):  # ValueError: a TLS socket shut down by another thread
                 return None
-            if n == 0:
+            if not chunk:
                 return None
-            got += n
+            if len(chunk) == size:  # all of it in one read: the usual case, no copy
+                return chunk
+            buf += chunk
         return bytes(buf)
 
     def _read_frame(self, conn: _Conn) -> Optional[bytes]:
@@ -810,11 +864,13 @@ class FakeGraphd:
             if any(t != 1 for t in info.transforms):
                 log.debug("fake graphd: unsupported THeader transforms %s", info.transforms)
                 return False
-            try:
-                for _ in info.transforms:
-                    payload = zlib.decompress(payload)
-            except zlib.error:
-                return False
+            for _ in info.transforms:
+                inflated = _inflate(payload, self._max_frame_size)
+                if inflated is None:
+                    log.debug("fake graphd: zlib payload from %s:%s is corrupt or inflates beyond "
+                              "max_frame_size (%d); closing", conn.ip, conn.port, self._max_frame_size)
+                    return False
+                payload = inflated
         if info.proto_id not in (wire.PROTO_BINARY, wire.PROTO_COMPACT):
             log.debug("fake graphd: unsupported protocol id %d", info.proto_id)
             return False
@@ -824,6 +880,9 @@ class FakeGraphd:
                 name, mtype, seqid, _ = parse_compact_message(payload, None)
             else:
                 name, mtype, seqid, body_pos = wire.parse_message_header(payload, 0)
+                # the name as sent (parse_message_header decodes it as ASCII, replacing the rest),
+                # so that an unknown method's exception echoes it
+                name = bytes(payload[8 : body_pos - 4]).decode("utf-8", "surrogateescape")
         except ProtocolError as exc:
             log.debug("fake graphd: bad envelope: %s; closing", exc)
             return False
@@ -840,7 +899,7 @@ class FakeGraphd:
         entry = service.METHODS.get(name)
         if entry is None:
             problem = TApplicationException(TApplicationException.UNKNOWN_METHOD,
-                                            f"Method name {name} not found")  # fmt: skip
+                                            f"Method name {_printable(name)} not found")  # fmt: skip
             self._send(conn, context(None).reply(problem, mtype=wire.EXCEPTION))
             return True
         args_cls, result_cls = entry
@@ -884,7 +943,15 @@ class FakeGraphd:
         if outcome.raw is not None:
             data = outcome.raw if isinstance(outcome.raw, bytes) else outcome.raw(ctx)
         else:
-            data = ctx.reply()
+            try:
+                data = ctx.reply()
+            except (TProtocolException, RecursionError) as exc:
+                # A value nested deeper than thrift's binary codec goes (64 structs, e.g. lists
+                # ~30 deep). graphd would send it (and the client fail to decode it); we cannot.
+                log.warning("fake graphd: cannot encode the reply to %s: %s", name, exc)
+                problem = TApplicationException(TApplicationException.INTERNAL_ERROR,
+                                                f"the fake graphd cannot encode the reply: {exc}")
+                data = ctx.reply(problem, mtype=wire.EXCEPTION)
         if outcome.drop is Drop.MID_REPLY:
             self._send(conn, data[: max(1, len(data) // 2)])
             if outcome.reset:
@@ -1207,6 +1274,33 @@ def _close_listener(sock: socket.socket) -> None:
     """
     _shutdown(sock, socket.SHUT_RDWR)
     sock.close()
+
+
+def _unregister(sel: selectors.BaseSelector, sock: socket.socket) -> None:
+    """Stop watching ``sock``, which may have been closed meanwhile."""
+    try:
+        sel.unregister(sock)
+    except (KeyError, ValueError, OSError):
+        pass
+
+
+def _inflate(data: bytes, limit: int) -> Optional[bytes]:
+    """``data`` (a zlib stream) inflated, or ``None`` if it is corrupt, incomplete or would inflate
+    to more than ``limit`` bytes (inflating stops there: a small frame can hold a zlib bomb)."""
+    inflater = zlib.decompressobj()
+    try:
+        out = inflater.decompress(data, limit + 1)
+    except zlib.error:
+        return None
+    if len(out) > limit or not inflater.eof:
+        return None
+    return out
+
+
+def _printable(name: str) -> str:
+    """``name`` for a message: printable ASCII as is, every other byte (of UTF-8) as ``\\xNN``."""
+    raw = name.encode("utf-8", "surrogateescape")
+    return "".join(chr(b) if 0x20 <= b < 0x7F else f"\\x{b:02x}" for b in raw)
 
 
 def _wake(sock: Optional[socket.socket]) -> None:
