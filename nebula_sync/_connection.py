@@ -14,7 +14,6 @@ import select
 import socket
 import ssl
 import struct
-import sys
 import time
 from typing import Any, Callable, Union
 
@@ -44,9 +43,6 @@ _pack_u32 = struct.Struct("!I").pack
 _pack_theader = struct.Struct("!IHHIH").pack
 _pack_theader_reply = struct.Struct("!HHIHI").pack  # magic, flags, seq id, words, header bytes
 _UNSET: Any = object()
-_pack_timeval = struct.Struct("@ll").pack
-#: Linux honours SO_RCVTIMEO / SO_SNDTIMEO on blocking sockets with a struct timeval
-_SOCKOPT_TIMEOUTS = sys.platform.startswith("linux") and struct.calcsize("@ll") == 16
 _RECV_SIZE = 65536
 _CHUNK_SIZE = 1 << 20
 _poll = getattr(select, "poll", None)
@@ -129,7 +125,6 @@ class Connection:
         "_seqid",
         "_poller",
         "_sock",
-        "_sockopt_timeouts",
         "_timeout",
         "address",
         "config",
@@ -154,7 +149,6 @@ class Connection:
         self._sock: socket.socket | None = None
         self._poller: Any = None
         self._timeout: Any = _UNSET  # the timeout the socket has now (setting it is a syscall)
-        self._sockopt_timeouts = False
         self._broken = False
         self._seqid = 0
         self.pid = _fork.pid()
@@ -211,14 +205,12 @@ class Connection:
                 ) from exc
             raise ConnectionFailed(f"could not set up {self.host}: {exc}", host=self.host) from exc
         self._sock = sock
+        # Python's own socket timeouts (a poll before each send and recv), not the kernel's
+        # SO_RCVTIMEO / SO_SNDTIMEO on a blocking socket, which save those two system calls but
+        # fail the deadline: the kernel restarts its timer each time CPython retries a call a
+        # signal interrupted (a wait could last for ever under a periodic signal), and it limits
+        # each send() of a sendall(), not the whole of it.
         self._timeout = _UNSET
-        # Plain TCP on Linux: a blocking socket whose timeouts are SO_RCVTIMEO / SO_SNDTIMEO. A
-        # socket in Python's timeout mode polls before every send and recv (two more system
-        # calls, each releasing the GIL); this one makes just the send and the recv.
-        self._sockopt_timeouts = _SOCKOPT_TIMEOUTS and cfg.tls is None
-        if self._sockopt_timeouts:
-            sock.settimeout(None)
-            self._timeout = None
         self._broken = False
         if _poll is not None:
             self._poller = _poll()
@@ -417,17 +409,12 @@ class Connection:
                 0.005, 0.02 * timeout
             ):
                 return
-        if self._sockopt_timeouts:
-            # One value for both directions; 0 means "no limit" to the kernel.
-            value = _timeval(timeout)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
-        else:
-            sock.settimeout(timeout)
+        sock.settimeout(timeout)
         self._timeout = timeout
 
-    def _send(self, method: str, args: Any, mtype: int = wire.CALL) -> int:
-        """Write one request; ``args`` is a struct or its already-encoded body (bytes)."""
+    def _send(self, method: str, args: Any, mtype: int = wire.CALL, deadline: float | None = None) -> int:
+        """Write one request, by ``deadline`` (``time.monotonic()``; ``None``: within the request
+        timeout); ``args`` is a struct or its already-encoded body (bytes)."""
         sock = self._sock
         if sock is None or self._broken:
             raise ConnectionFailed(f"connection #{self.id} to {self.host} is closed", host=self.host)
@@ -443,15 +430,18 @@ class Connection:
         else:
             frame = _pack_u32(len(msg)) + msg
         try:
-            self._settimeout(sock, self.config.request_timeout)
-            sock.sendall(frame)
+            timeout = self.config.request_timeout if deadline is None else deadline - time.monotonic()
+            if timeout is not None and timeout <= 0:
+                raise socket.timeout("deadline passed")
+            self._settimeout(sock, timeout)
+            sock.sendall(frame)  # the socket's timeout bounds the whole of it
         except OSError as exc:
             raise self._send_failed(method, exc) from exc
         return seqid
 
     def _call(self, method: str, args: Any, decoder: Decoder, deadline: float | None) -> Any:
         """Send one request and return its reply's ``success`` field (see :meth:`_receive`)."""
-        return self._receive(method, self._send(method, args), decoder, deadline)
+        return self._receive(method, self._send(method, args, wire.CALL, deadline), decoder, deadline)
 
     def _receive(self, method: str, seqid: int, decoder: Decoder, deadline: float | None,
                  data: bytes | None = None) -> Any:  # fmt: skip
@@ -540,6 +530,12 @@ class Connection:
     def _send_failed(self, method: str, exc: OSError) -> ConnectionFailed:
         """Close after a failed write and say so: a frame graphd did not receive whole never ran."""
         self.close()
+        if isinstance(exc, (socket.timeout, BlockingIOError)):
+            return ConnectionFailed(
+                f"sending {method} to {self.host} did not finish within the request timeout (is "
+                "graphd reading?); it was not run",
+                host=self.host,
+            )
         what = "TLS connection" if isinstance(exc, ssl.SSLError) else "connection"
         return ConnectionFailed(
             f"sending {method} to {self.host} failed ({what} closed by the server?): {exc}",
@@ -613,14 +609,6 @@ class Connection:
             if exc.host is None:
                 exc.host = self.host
             raise
-
-
-def _timeval(timeout: float | None) -> bytes:
-    """A ``struct timeval`` for SO_RCVTIMEO / SO_SNDTIMEO (``None``: 0, no limit)."""
-    if timeout is None:
-        return _pack_timeval(0, 0)
-    total = max(1, int(timeout * 1_000_000))  # never 0 µs: that would mean "no limit"
-    return _pack_timeval(total // 1_000_000, total % 1_000_000)
 
 
 def _envelope(method: str, mtype: int) -> bytes:

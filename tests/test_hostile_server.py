@@ -11,6 +11,7 @@ fuzzes the reply path with hypothesis and checks the bytes ``Connection`` writes
 from __future__ import annotations
 
 import datetime
+import signal
 import socket
 import struct
 import threading
@@ -510,6 +511,55 @@ def test_slow_trickle_still_times_out_on_the_deadline(serve: Any, conns: list[Co
     start = time.monotonic()
     with pytest.raises(RequestTimeout):
         run(conn, limit)
+    assert limit <= time.monotonic() - start < limit + 1.0
+    assert not conn.is_usable
+
+
+@pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs signal.setitimer")
+def test_periodic_signals_do_not_stretch_the_deadline(serve: Any, conns: list[Connection]) -> None:
+    """A signal with a Python handler interrupts the wait and CPython retries it: the retried wait
+    must still end at the deadline (a kernel socket timeout would start over on every retry)."""
+    assert threading.current_thread() is threading.main_thread()  # where Python runs handlers
+    server = serve([Handshake(), ReadFrame(), WaitFor("never"), ExpectEof()])
+    conn = connect(server, conns)
+    ticks = []
+    previous = signal.signal(signal.SIGALRM, lambda *_: ticks.append(1))
+    signal.setitimer(signal.ITIMER_REAL, 0.05, 0.05)  # more often than the timeout
+    try:
+        limit = 0.3
+        start = time.monotonic()
+        with pytest.raises(RequestTimeout):
+            run(conn, limit)
+        elapsed = time.monotonic() - start
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert len(ticks) >= 2 and limit <= elapsed < limit + 1.0
+
+
+def test_a_slowly_read_send_stops_at_the_deadline(serve: Any, conns: list[Connection]) -> None:
+    """A peer that reads the request slowly never lets the write run past the deadline (a kernel
+    send timeout limits each send() of a sendall(), not the whole), and nothing ran."""
+
+    def slow_reader(conn: socket.socket, server: RawServer) -> None:
+        req = server.read_request(conn)
+        assert req is not None
+        conn.sendall(verify_ok(req))
+        while not server.stopping.is_set():  # about 1 MB/s, never answers
+            try:
+                if not conn.recv(32768):
+                    return
+            except OSError:
+                return
+            server.stopping.wait(0.03)  # a server-side delay: the injected fault
+
+    server = serve(slow_reader)
+    conn = connect(server, conns)
+    stmt = b"RETURN '" + b"x" * (16 << 20) + b"'"  # far more than the socket buffers hold
+    limit = 0.5
+    start = time.monotonic()
+    with pytest.raises(ConnectionFailed, match="did not finish within the request timeout"):
+        conn.execute(1, stmt, None, time.monotonic() + limit)
     assert limit <= time.monotonic() - start < limit + 1.0
     assert not conn.is_usable
 
