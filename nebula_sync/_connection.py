@@ -1,4 +1,4 @@
-"""One blocking socket to one graphd, one request in flight.
+"""One socket to one graphd (timed out by Python, see Connection.open), one request in flight.
 
 A :class:`Connection` is used by one thread at a time (the pool hands it to one borrower); it is not
 thread-safe, except that :meth:`Connection.close` may be called from any thread to abort a blocked
@@ -328,21 +328,21 @@ class Connection:
             b"\x0b\x00\x02", len(stmt),
         ) + stmt + _EXEC_TAIL
         timeout = deadline - (time.monotonic() if now is None else now)
+        if timeout <= 0:
+            raise self._no_time_to_send("executeWithParameter")
         current = self._timeout
         # _settimeout()'s test, inlined (with no max() call: within 5 ms, or else within 2 %): the
         # socket nearly always has the wanted timeout already. When it is set, 1 ms more (within
         # the tolerance): the next statement's wait, a few microseconds longer or shorter, then
         # needs no system call.
-        if (timeout <= 0 or current is None or current is _UNSET
+        if (current is None or current is _UNSET
                 or not 0 <= current - timeout <= 0.005
                 and not 0 <= current - timeout <= 0.02 * timeout):  # fmt: skip
-            self._settimeout(sock, timeout + 0.001 if timeout > 0 else 0.001)
+            self._settimeout(sock, timeout + 0.001)
         try:
             sock.sendall(frame)
         except OSError as exc:
             raise self._send_failed("executeWithParameter", exc) from exc
-        if timeout <= 0:
-            return self._receive("executeWithParameter", seqid, _EXECUTE_RESULT, deadline)
         # _receive() and _decode() inlined for the common case: the socket's timeout covers the
         # deadline (set above), so the first recv goes straight out, and a reply that is one whole
         # frame within the limits, starting with exactly the header and envelope expected, is
@@ -432,7 +432,7 @@ class Connection:
         try:
             timeout = self.config.request_timeout if deadline is None else deadline - time.monotonic()
             if timeout is not None and timeout <= 0:
-                raise socket.timeout("deadline passed")
+                raise self._no_time_to_send(method)
             self._settimeout(sock, timeout)
             sock.sendall(frame)  # the socket's timeout bounds the whole of it
         except OSError as exc:
@@ -526,6 +526,11 @@ class Connection:
             return buf
         except (OSError, _Eof) as exc:
             raise self._read_failed(method, exc) from exc
+
+    def _no_time_to_send(self, method: str) -> ConnectionFailed:
+        """The error when the deadline passed before anything was written (the connection is fine)."""
+        return ConnectionFailed(f"no time left to send {method} to {self.host}; it was not sent",
+                                host=self.host)
 
     def _send_failed(self, method: str, exc: OSError) -> ConnectionFailed:
         """Close after a failed write and say so: a frame graphd did not receive whole never ran."""

@@ -35,7 +35,6 @@ from rawserver import (
     Reset,
     Send,
     Serve,
-    Sleep,
     Step,
     WaitFor,
     exception_reply,
@@ -564,14 +563,16 @@ def test_a_slowly_read_send_stops_at_the_deadline(serve: Any, conns: list[Connec
     assert not conn.is_usable
 
 
-def test_passed_deadline_times_out_at_once(serve: Any, conns: list[Connection]) -> None:
-    server = serve([Handshake(), ReadFrame(), Sleep(5), ExpectEof()])
+@pytest.mark.parametrize("params", [None, {b"p": V(iVal=1)}], ids=["fast-path", "general-path"])
+def test_a_passed_deadline_sends_nothing(serve: Any, conns: list[Connection], params: Any) -> None:
+    # nothing is written once the deadline has passed: "not sent" (it cannot run), not "may still run"
+    server = serve([Handshake(), ReadFrame(), Reply(lambda r: execute_reply(r)), ExpectEof()])
     conn = connect(server, conns)
     start = time.monotonic()
-    with pytest.raises(RequestTimeout):
-        conn.execute(1, b"RETURN 1", None, time.monotonic() - 1)
+    with pytest.raises(ConnectionFailed, match="no time left to send executeWithParameter.*not sent"):
+        conn.execute(1, b"RETURN 1", params, time.monotonic() - 1)
     assert time.monotonic() - start < 1.0
-    assert not conn.is_usable
+    assert conn.is_usable and run(conn).error_code == 0  # the request the server read is the next one
 
 
 class _SignalingSocket:
