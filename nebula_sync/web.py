@@ -29,6 +29,7 @@ import threading
 import time
 import warnings
 import weakref
+import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, Union
 from urllib.parse import urlencode
@@ -565,8 +566,11 @@ class GraphdWebClient:
                 assert_same_host=False,
                 # urllib3 types this int, but it goes to queue.get(timeout=), which takes a float
                 pool_timeout=self._timeout,  # type: ignore[arg-type]
-                # the body is read by _read_body, capped in size and time
+                # the body is read by _read_body, capped in size and time; it is decompressed
+                # there too: urllib3's own decoding reads on, past the deadline, for as long as
+                # what arrives inflates to nothing
                 preload_content=False,
+                decode_content=False,
             )
         except MaxRetryError as exc:
             reason = exc.reason if exc.reason is not None else exc
@@ -629,7 +633,7 @@ class GraphdWebClient:
                     raise self._body_error(url, addr, resp.status, what) from exc
                 if not chunk:
                     complete = True
-                    return b"".join(chunks)
+                    return self._decoded(resp, b"".join(chunks), url, addr)
                 size += len(chunk)
                 if size > self._max_body:
                     raise self._body_error(url, addr, resp.status, f"is larger than {self._max_body} bytes")
@@ -640,6 +644,28 @@ class GraphdWebClient:
             if not complete:
                 resp.close()  # closes the connection: the rest of the body is never read
             resp.release_conn()
+
+    def _decoded(self, resp: urllib3.BaseHTTPResponse, body: bytes, url: str, addr: _Addr) -> bytes:
+        """``body`` decompressed as its ``Content-Encoding`` says, to at most ``max_response_bytes``
+        (a small body can inflate to gigabytes)."""
+        encoding = (resp.headers.get("Content-Encoding") or "").strip().lower()
+        if encoding in ("", "identity"):
+            return body
+        if encoding not in ("gzip", "x-gzip", "deflate"):
+            raise self._body_error(url, addr, resp.status, f"has an unknown Content-Encoding {encoding!r}")
+        # gzip; deflate as zlib data, or raw deflate as some servers send it
+        formats = [16 + zlib.MAX_WBITS] if "gzip" in encoding else [zlib.MAX_WBITS, -zlib.MAX_WBITS]
+        for wbits in formats:
+            inflater = zlib.decompressobj(wbits)
+            try:
+                out = inflater.decompress(body, self._max_body + 1)
+            except zlib.error:
+                continue
+            if len(out) > self._max_body:
+                raise self._body_error(url, addr, resp.status, f"is larger than {self._max_body} bytes")
+            if inflater.eof:
+                return out
+        raise self._body_error(url, addr, resp.status, f"is not valid {encoding} data")
 
     @staticmethod
     def _body_error(url: str, addr: _Addr, code: int, what: str) -> WebServiceError:

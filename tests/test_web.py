@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import gzip
 import http.client
 import json
 import os
@@ -16,7 +17,8 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+import zlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -95,6 +97,30 @@ def trickling_body(conn: socket.socket, server: RawServer) -> None:
         if server.stopping.wait(0.05):  # the server's pace, not a synchronisation
             return
         conn.sendall(b" ")
+
+
+def deflate_of_nothing(conn: socket.socket, server: RawServer) -> None:
+    """Answer 200, ``Content-Encoding: deflate``, then empty deflate blocks every 50 ms (each
+    inflates to nothing) for 5 s, then hang up."""
+    if not read_http_head(conn):
+        return
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Encoding: deflate\r\nConnection: close\r\n\r\nx\x9c")
+    for _ in range(100):
+        if server.stopping.wait(0.05):  # the server's pace, not a synchronisation
+            return
+        conn.sendall(b"\x00\x00\x00\xff\xff")  # an empty stored block, not the last
+
+
+def encoded_body(encoding: str, body: bytes) -> Callable[[socket.socket, RawServer], None]:
+    """Answer 200 with ``body`` as ``Content-Encoding: encoding`` (gzip or deflate)."""
+    data = gzip.compress(body) if encoding == "gzip" else zlib.compress(body)
+
+    def handler(conn: socket.socket, server: RawServer) -> None:
+        if read_http_head(conn):
+            head = f"HTTP/1.1 200 OK\r\nContent-Encoding: {encoding}\r\nContent-Length: {len(data)}\r\n"
+            conn.sendall(head.encode() + b"\r\n" + data)
+
+    return handler
 
 
 def in_thread(fn: Any) -> tuple[threading.Thread, dict[str, Any]]:
@@ -499,6 +525,26 @@ def test_trickling_body_is_bounded_by_the_timeout() -> None:
         elapsed = time.monotonic() - start
         assert 0.45 <= elapsed < 1.5, elapsed  # each byte came within the read timeout: only the
         assert ei.value.status == 200  # deadline for the whole body stops it
+
+
+def test_a_compressed_body_that_inflates_to_nothing_is_bounded_by_the_timeout() -> None:
+    # decompressing while reading would read on for as long as bytes come that inflate to nothing
+    with RawServer(deflate_of_nothing) as server, GraphdWebClient(server.address, timeout=0.5) as c:
+        start = time.monotonic()
+        with pytest.raises(WebServiceError, match=r"body did not arrive within 0\.5s"):
+            c.status()
+        assert time.monotonic() - start < 1.5
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+def test_compressed_bodies_are_decoded_within_the_cap(encoding: str) -> None:
+    status = b'{"git_info_sha": "abc", "status": "running"}'
+    with RawServer(encoded_body(encoding, status)) as server, GraphdWebClient(server.address) as c:
+        assert c.status().is_running
+    bomb = b" " * (5 << 20)  # 5 MiB of blanks in a few KiB: beyond the 4 MiB cap once inflated
+    with RawServer(encoded_body(encoding, bomb)) as server, GraphdWebClient(server.address) as c:
+        with pytest.raises(WebServiceError, match="larger than 4194304 bytes"):
+            c.status()
 
 
 def test_read_timeout_is_bounded_and_not_retried(fake: FakeWebService) -> None:
