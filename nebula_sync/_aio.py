@@ -156,7 +156,8 @@ class NebulaAsyncClient:
         )
 
     async def ping(self, timeout: Optional[float] = _DEFAULT) -> bool:
-        """See :meth:`NebulaClient.ping`: ``False`` on any error, after :meth:`close` too."""
+        """See :meth:`NebulaClient.ping`: ``False`` on any :class:`~nebula_sync.errors.NebulaError`,
+        after :meth:`close` too (a bad ``timeout`` is still a ``ValueError``)."""
         try:
             result: bool = await self._call(self._client.ping, timeout)
         except NebulaError:  # closed, or no worker free within wait_timeout

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+import operator
 import re
 from collections.abc import Mapping
 from decimal import Decimal
@@ -53,8 +54,10 @@ _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 def _check_range(v: int, lo: int, hi: int, what: str, name: str) -> int:
-    if not isinstance(v, int):
-        raise TypeError(f"{name}: {what} must be an int, not {type(v).__name__} ({v!r})")
+    try:
+        v = operator.index(v)  # an int, or an integer such as numpy's
+    except TypeError:
+        raise TypeError(f"{name}: {what} must be an int, not {type(v).__name__} ({v!r})") from None
     if not lo <= v <= hi:
         raise ValueError(f"{name}: {what} {v} is out of range [{lo}, {hi}]")
     return v

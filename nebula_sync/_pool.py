@@ -463,7 +463,7 @@ class SessionBroker:
                 raise self._no_host_error_locked()
             left = _remaining(deadline)
             if left is not None and left <= 0:
-                raise self._timeout_error_locked(deadline, 0.0)
+                raise self._timeout_error_locked(0.0)
             # Every session is busy, or every host is backing off but one may be retried before
             # the deadline: queue (FIFO) until a hand-off or that retry time.
             waiter = _Waiter(deadline)
@@ -486,7 +486,7 @@ class SessionBroker:
                     if left is not None and left <= 0:
                         # Timed out: leave the queue. Under the lock, so no hand-off races this.
                         self._waiters.remove(waiter)
-                        raise self._timeout_error_locked(deadline, time.monotonic() - waited_from)
+                        raise self._timeout_error_locked(time.monotonic() - waited_from)
                     if self._hopeless_locked(deadline):
                         self._waiters.remove(waiter)
                         raise self._no_host_error_locked()
@@ -580,7 +580,7 @@ class SessionBroker:
             waiter.lease = lease
             waiter.event.set()
 
-    def _timeout_error_locked(self, deadline: float | None, waited: float) -> PoolTimeout:
+    def _timeout_error_locked(self, waited: float) -> PoolTimeout:
         up = sum(1 for h in self.hosts if h.state == HostState.UP)
         return PoolTimeout(
             # the limit is the call's (a session(wait_timeout=...) or a statement's deadline), not

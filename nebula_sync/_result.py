@@ -12,6 +12,7 @@ Results are not thread-safe: use one from one thread at a time.
 from __future__ import annotations
 
 import functools
+import operator
 import sys
 import unicodedata
 from collections.abc import Callable, Iterator, Sequence
@@ -580,8 +581,10 @@ class ResultSet:
 
     def row_values(self, index: int) -> Record:
         """The :class:`Record` at row ``index`` (negative counts from the end)."""
-        if not isinstance(index, int):
-            raise TypeError(f"row index must be an int, not {type(index).__name__}")
+        try:
+            index = operator.index(index)  # an int, or an integer such as numpy's
+        except TypeError:
+            raise TypeError(f"row index must be an int, not {type(index).__name__}") from None
         try:
             return self._record(self._rows[index])
         except IndexError:
@@ -696,10 +699,8 @@ class ResultSet:
         """The result as nebula-console shows it: an aligned table of values in nGQL notation, then
         ``Got N rows (time spent X/Y us)``. Cells wider than ``max_width`` are cut with ``…``;
         ``max_rows`` limits the rows shown."""
-        if max_rows is not None and (not isinstance(max_rows, int) or max_rows < 0):
-            raise ValueError(f"max_rows must be None or an int >= 0, not {max_rows!r}")
-        if max_width is not None and (not isinstance(max_width, int) or max_width < 1):
-            raise ValueError(f"max_width must be None or an int >= 1, not {max_width!r}")
+        max_rows = _limit("max_rows", max_rows, 0)
+        max_width = _limit("max_width", max_width, 1)
         spent = f"(time spent {self._latency_us}/{self._elapsed_us} us)"
         if not self._names:
             return f"Execution succeeded {spent}" if self.is_succeeded else f"Error: {self.error_msg}"
@@ -754,3 +755,16 @@ def _wrap_decoded(resp: _DecodedResponse, statement: str | None, host: str | Non
     rs._host = host
     rs._tz = timezone_offset
     return rs
+
+
+def _limit(name: str, value: int | None, least: int) -> int | None:
+    """A ``table()`` limit: ``None`` or an integer of at least ``least``; else ``ValueError``."""
+    if value is None:
+        return None
+    try:
+        number = operator.index(value)
+    except TypeError:
+        number = least - 1
+    if number < least:
+        raise ValueError(f"{name} must be None or an int >= {least}, not {value!r}")
+    return number

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+import operator
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any, Callable, ClassVar, Union
@@ -222,6 +224,14 @@ def _iso_parts(months: int, total_us: int) -> str:
     return "P" + date + ("T" + time if time else "")
 
 
+def _as_int(value: Any) -> Any:
+    """An integer such as numpy's as an int; anything else as it is, for :func:`_whole` to refuse."""
+    try:
+        return operator.index(value)
+    except TypeError:
+        return value
+
+
 def _whole(_: object, attribute: attrs.Attribute[int], value: object) -> None:
     if not isinstance(value, int):
         raise TypeError(f"Duration {attribute.name} must be an int, not {type(value).__name__} ({value!r})")
@@ -236,9 +246,9 @@ class Duration:
     duration. Immutable; thread-safe.
     """
 
-    months: int = attrs.field(default=0, validator=_whole)
-    seconds: int = attrs.field(default=0, validator=_whole)
-    microseconds: int = attrs.field(default=0, validator=_whole)
+    months: int = attrs.field(default=0, converter=_as_int, validator=_whole)
+    seconds: int = attrs.field(default=0, converter=_as_int, validator=_whole)
+    microseconds: int = attrs.field(default=0, converter=_as_int, validator=_whole)
 
     @property
     def total_microseconds(self) -> int:
@@ -384,7 +394,7 @@ Geography = Union[Point, LineString, Polygon]
 
 
 def _props_text(props: Mapping[str, Any]) -> str:
-    return "{" + ", ".join(f"{k}: {format_value(v)}" for k, v in props.items()) + "}"
+    return "{" + ", ".join(f"{_name(k)}: {format_value(v)}" for k, v in props.items()) + "}"
 
 
 def _tag_props(value: Any) -> dict[str, dict[str, Any]]:
@@ -461,7 +471,7 @@ class Node:
 
     def __str__(self) -> str:
         parts = [format_value(self.vid)]
-        parts.extend(f":{t}{_props_text(p)}" for t, p in self._tags.items())
+        parts.extend(f":{_name(t)}{_props_text(p)}" for t, p in self._tags.items())
         return "(" + " ".join(parts) + ")"
 
     def __repr__(self) -> str:
@@ -541,7 +551,7 @@ class Relationship:
 
     def __str__(self) -> str:
         return (
-            f"[:{self.edge_name} {format_value(self.src)}->{format_value(self.dst)} "
+            f"[:{_name(self.edge_name)} {format_value(self.src)}->{format_value(self.dst)} "
             f"@{self.ranking} {_props_text(self._props)}]"
         )
 
@@ -627,7 +637,7 @@ class Path:
     def __str__(self) -> str:
         parts = [str(self.nodes[0])]
         for (rel, back), node in zip(zip(self.relationships, self.reversed_steps()), self.nodes[1:]):
-            body = f"[:{rel.edge_name}@{rel.ranking} {_props_text(rel._props)}]"
+            body = f"[:{_name(rel.edge_name)}@{rel.ranking} {_props_text(rel._props)}]"
             parts.append(f"<-{body}-" if back else f"-{body}->")
             parts.append(str(node))
         return "<" + "".join(parts) + ">"
@@ -676,6 +686,10 @@ class DataSetValue:
         return f"DataSetValue(column_names={self.column_names!r}, rows={self.rows!r})"
 
 
+def _typed(member: Any) -> tuple[type, Any]:
+    return type(member), member
+
+
 class SetList(list):  # type: ignore[type-arg]
     """A graph set that a Python ``set`` cannot hold: a member is unhashable (a list or a map), or
     two members are equal in Python though not in the graph (``1``, ``1.0`` and ``true``).
@@ -696,10 +710,16 @@ class SetList(list):  # type: ignore[type-arg]
             return list.__eq__(self, other)
         if len(self) != len(other):
             return False
+        # A member matches one of the same type (graphd keeps 1, 1.0 and true apart), the same
+        # object first (NaN is not equal to itself).
+        try:
+            return Counter(map(_typed, self)) == Counter(map(_typed, other))
+        except TypeError:  # an unhashable member (a list, a map): pair them off one by one
+            pass
         rest = list(other)
-        for member in self:  # members may be unhashable: pair them off one by one
+        for member in self:
             for i, candidate in enumerate(rest):
-                if candidate == member:
+                if candidate is member or (type(candidate) is type(member) and candidate == member):
                     del rest[i]
                     break
             else:
@@ -716,10 +736,17 @@ class SetList(list):  # type: ignore[type-arg]
 # ---- nGQL text -------------------------------------------------------------------------------
 
 
-#: what a quoted string shows escaped: the backslash, the quote and every control character (a tab or
-#: a carriage return would break a printed table's alignment, an ESC reach the terminal)
-_QUOTE_ESCAPES = {ord("\\"): "\\\\", ord('"'): '\\"', ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"}
-_QUOTE_ESCAPES.update({c: f"\\x{c:02x}" for c in [*range(32), 127] if c not in _QUOTE_ESCAPES})
+#: control characters as escapes (a tab or a carriage return would break a printed table's
+#: alignment, an ESC reach the terminal)
+_CONTROL_ESCAPES = {ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"}
+_CONTROL_ESCAPES.update({c: f"\\x{c:02x}" for c in [*range(32), 127] if c not in _CONTROL_ESCAPES})
+#: what a quoted string shows escaped: the backslash, the quote and every control character
+_QUOTE_ESCAPES = {ord("\\"): "\\\\", ord('"'): '\\"', **_CONTROL_ESCAPES}
+
+
+def _name(name: str) -> str:
+    """A tag, edge, property or map key name as printed: unquoted, control characters escaped."""
+    return name.translate(_CONTROL_ESCAPES)
 
 
 def _quote(s: str) -> str:

@@ -102,6 +102,7 @@ def same(a: Any, b: Any) -> bool:
         (RawDate(-5, 1, 2), T.Value(dVal=T.Date(year=-5, month=1, day=2))),
         (RawTime(25, 0, 0, 0), T.Value(tVal=T.Time(hour=25, minute=0, sec=0, microsec=0))),
         (np.int64(-7), T.Value(iVal=-7)),  # numpy scalars, as pandas hands them out
+        (RawDate(np.int64(2020), np.int8(1), 2), T.Value(dVal=T.Date(year=2020, month=1, day=2))),
         (np.bool_(False), T.Value(bVal=False)),
         ([np.float32(0.5)], T.Value(lVal=T.NList(values=[T.Value(fVal=0.5)]))),
     ],

@@ -12,7 +12,7 @@ import pytest
 from nebula_sync._result import PlanDescription, Record, ResultSet
 from nebula_sync._thrift import fast, service, wire
 from nebula_sync._thrift import ttypes as T
-from nebula_sync._values import EMPTY, Node, NullValue, Path, Relationship, ValueWrapper
+from nebula_sync._values import EMPTY, Node, NullValue, Path, Relationship, ValueWrapper, format_value
 
 UTC = dt.timezone.utc
 
@@ -117,6 +117,8 @@ def test_records_and_access() -> None:
     with pytest.raises(IndexError, match="row index 5"):
         rs.row_values(5)
     assert rs[-1] == recs[1] and rs[:1] == [r0] and rs[::-1] == [recs[1], r0] and rs[5:] == []
+    numpy = pytest.importorskip("numpy")
+    assert rs[numpy.int64(1)] == recs[1]  # any integer, as a list takes
     with pytest.raises(TypeError, match="row index must be an int, not str"):
         rs.row_values("id")  # type: ignore[arg-type]
 
@@ -324,6 +326,10 @@ def test_control_characters_are_escaped_in_tables() -> None:
     line = str(rs).splitlines()[3]
     assert line == '| "a\\tb\\rc\\x1b[2Jd\\ne\\x7f" |'
     assert str(Node("x\ty")) == '("x\\ty")'
+    # names too: map keys, tags, properties, edges
+    assert format_value({"k\tx": 1}) == "{k\\tx: 1}"
+    assert str(Node("v", {"t\x1b": {"p\r": 1}})) == '("v" :t\\x1b{p\\r: 1})'
+    assert str(Relationship("a", "b", "e\n", 0, {})).startswith("[:e\\n ")
 
 
 def test_table_limits_are_checked() -> None:
@@ -332,6 +338,8 @@ def test_table_limits_are_checked() -> None:
         with pytest.raises(ValueError, match=f"^{next(iter(bad))} must be None or an int"):
             rs.table(**bad)  # type: ignore[arg-type]
     assert rs.table(max_rows=0).splitlines()[-2] == "(2 more rows not shown)"
+    numpy = pytest.importorskip("numpy")
+    assert rs.table(max_rows=numpy.int64(1)).splitlines()[-2] == "(1 more rows not shown)"
 
 
 def test_print_to_stdout(capsys: pytest.CaptureFixture[str]) -> None:

@@ -265,6 +265,12 @@ def test_set_lists_compare_as_sets_of_members() -> None:
     assert a != SetList([[1], {"k": 2}, {"k": 2}])
     assert a != SetList([[1], {"k": 2}])
     assert SetList([1, 2]) == {2, 1} and SetList([1, True]) != {1}  # as a set of members
+    assert SetList([1, True]) != SetList([1, 1]) and SetList([1, 1.0]) != SetList([1, 1])  # typed
+    assert SetList([[1], True]) != SetList([[1], 1])  # typed on the pairwise path too
+    nan = float("nan")
+    assert SetList([nan, [1]]) == SetList([[1], nan]) and SetList([nan, 2]) == SetList([2, nan])
+    big = SetList(range(20_000))
+    assert big == SetList(reversed(range(20_000)))  # hashable members: counted, not paired (O(n))
     assert SetList([2, 1]) == frozenset({1, 2}) and SetList([2, 1]) != {1, 3}
     assert SetList([[2], [1]]) != [[1], [2]]  # against a plain list: a list's comparison
     with pytest.raises(TypeError):
@@ -274,6 +280,9 @@ def test_set_lists_compare_as_sets_of_members() -> None:
 def test_duration_fields_must_be_ints() -> None:
     with pytest.raises(TypeError, match=r"^Duration seconds must be an int, not float \(1.5\)"):
         Duration(seconds=1.5)  # type: ignore[arg-type]
+    numpy = pytest.importorskip("numpy")
+    assert Duration(seconds=numpy.int64(5)) == Duration(seconds=5)
+    assert type(Duration(seconds=numpy.int64(5)).seconds) is int
     with pytest.raises(OverflowError, match="beyond a timedelta"):
         Duration(0, 2**62, 0).to_timedelta()
     assert Duration(0, 86_400, 5).to_timedelta() == dt.timedelta(days=1, microseconds=5)
