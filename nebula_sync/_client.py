@@ -331,6 +331,13 @@ class NebulaClient:
         self._auth_retry_at = 0.0
         self._auth_error: AuthenticationError | None = None
         self._close_lock = threading.Lock()
+        # Sign-outs that could not be sent when a session was dropped (its host unreachable), and
+        # the threads sending them in the background: close() waits for those threads, then tries
+        # the sessions once more, so that no session the client knew of is left behind on graphd
+        # when its host is reachable at close. Guarded by _orphans_lock.
+        self._orphans_lock = threading.Lock()
+        self._orphans: list[tuple[HostEntry, ServerSession]] = []
+        self._signout_threads: set[threading.Thread] = set()
         self._pid = os.getpid()
         self._build()
         self._closed = False
@@ -660,6 +667,9 @@ class NebulaClient:
                 return
             self._auth_lock = threading.Lock()
             self._close_lock = threading.Lock()
+            self._orphans_lock = threading.Lock()
+            self._orphans = []  # the parent's sessions, and its threads: not this process's
+            self._signout_threads = set()
             self._broker.drop_after_fork()
             for host in self._hosts:
                 host.state = HostState.UP
@@ -671,8 +681,17 @@ class NebulaClient:
     def _shutdown(self, *, sign_out: bool) -> None:
         idle = self._broker.close(self._close_timeout)
         if sign_out:
+            with self._orphans_lock:
+                threads = list(self._signout_threads)
+            # sign-outs on their way: let them finish (or fail) first; each is bounded by
+            # connect_timeout, and all of them together by close_timeout
+            limit = None if self._close_timeout is None else time.monotonic() + self._close_timeout
+            for thread in threads:
+                thread.join(None if limit is None else max(0.0, limit - time.monotonic()))
+            with self._orphans_lock:
+                orphans, self._orphans = self._orphans, []
             unreachable: set[str] = set()  # hosts a sign-out could not reach: not tried again
-            for host, session in idle:
+            for host, session in [*idle, *orphans]:
                 self._signout(host, session, None, unreachable)
         abort = self._broker.busy_count() > 0
         for host in self._hosts:
@@ -1195,22 +1214,37 @@ class NebulaClient:
                 return
             if not wait:
                 # opening a connection can take connect_timeout, past the caller's deadline
-                threading.Thread(target=self._signout_elsewhere, args=(host, session, None),
-                                 name=f"nebula_sync-signout-{host.name}", daemon=True).start()  # fmt: skip
+                thread = threading.Thread(target=self._signout_in_background, args=(host, session),
+                                          name=f"nebula_sync-signout-{host.name}", daemon=True)  # fmt: skip
+                with self._orphans_lock:
+                    self._signout_threads.add(thread)
+                thread.start()
                 return
             self._signout_elsewhere(host, session, unreachable)
             return
         self._broker.count(host, "sessions_signed_out")
 
+    def _signout_in_background(self, host: HostEntry, session: ServerSession) -> None:
+        try:
+            self._signout_elsewhere(host, session, None)
+        finally:
+            with self._orphans_lock:
+                self._signout_threads.discard(threading.current_thread())
+
     def _signout_elsewhere(self, host: HostEntry, session: ServerSession,
                            unreachable: set[str] | None) -> None:  # fmt: skip
-        """:meth:`_signout`'s last resort: a pooled or new connection (best effort, logged)."""
+        """:meth:`_signout`'s last resort: a pooled or new connection (best effort, logged). A
+        session it cannot sign out outside :meth:`close` is kept for close() to try again."""
         try:
             self._signout_on_another(host, session)
         except NebulaError as exc:
             log.debug("could not sign out session %d on %s: %s", session.id, host.name, exc)
-            if unreachable is not None and isinstance(exc, ConnectionFailed):
-                unreachable.add(host.name)
+            if unreachable is not None:
+                if isinstance(exc, ConnectionFailed):
+                    unreachable.add(host.name)
+            elif os.getpid() == self._pid:
+                with self._orphans_lock:
+                    self._orphans.append((host, session))
             return
         self._broker.count(host, "sessions_signed_out")
 

@@ -216,6 +216,35 @@ def test_a_failed_set_up_does_not_keep_the_caller_past_its_deadline(fake_graphd:
         client.close()
 
 
+def test_a_sign_out_that_could_not_be_sent_is_tried_again_at_close(fake_graphd: FakeGraphd) -> None:
+    # The set-up USE gets no reply, so the half-made session is signed out on another connection;
+    # the host refuses connections just then. close() tries it again once the host is back.
+    fake_graphd.script("USE basketballplayer", delay=10)
+
+    def refuse_after_the_use() -> None:
+        fake_graphd.wait_for(lambda s: s.statements >= 1, timeout=5.0)
+        fake_graphd.refuse_connections(True)
+
+    helper = threading.Thread(target=refuse_after_the_use, daemon=True)
+    helper.start()
+    cfg = ConnectionConfig(connect_timeout=2.0, request_timeout=0.5)
+    client = make_client(fake_graphd, pool=SessionPoolConfig(size=1, wait_timeout=0.5), conn_config=cfg,
+                         session_config=SessionConfig(space="basketballplayer"))  # fmt: skip
+    try:
+        with pytest.raises(NebulaError):
+            client.execute("RETURN 1")
+        helper.join(5)
+        # the background sign-out has given up (its thread is gone)
+        wait_until(lambda: not [t for t in threading.enumerate() if t.name.startswith("nebula_sync-signout")])
+        assert fake_graphd.stats().sessions_open == 1
+        fake_graphd.refuse_connections(False)
+        fake_graphd.clear_scripts()
+    finally:
+        fake_graphd.refuse_connections(False)
+        client.close()
+    fake_graphd.wait_for(lambda s: s.sessions_open == 0, timeout=5.0)  # a oneway sign-out: read soon
+
+
 # ---- SessionConfig and SessionPoolConfig taking effect -----------------------------------------
 
 
