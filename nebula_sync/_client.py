@@ -64,6 +64,8 @@ __all__ = ["ClientStats", "HostStats", "NebulaClient", "Session"]
 log = logging.getLogger("nebula_sync.client")
 
 _SESSION_INVALID = (-1002, -1003)
+#: sign-outs kept for close() to try again (a host that flaps for days must not grow the list)
+_MAX_ORPHANS = 1000
 _DEFAULT: Any = object()  # "not given" for per-call timeouts (None means "no limit")
 Params = Optional[Mapping[str, Any]]
 
@@ -1244,7 +1246,8 @@ class NebulaClient:
                     unreachable.add(host.name)
             elif os.getpid() == self._pid:
                 with self._orphans_lock:
-                    self._orphans.append((host, session))
+                    if len(self._orphans) < _MAX_ORPHANS:  # else graphd's idle timeout takes it
+                        self._orphans.append((host, session))
             return
         self._broker.count(host, "sessions_signed_out")
 
