@@ -125,6 +125,7 @@ class Connection:
         "_seqid",
         "_poller",
         "_sock",
+        "_nonblocking",
         "_timeout",
         "address",
         "config",
@@ -149,6 +150,7 @@ class Connection:
         self._sock: socket.socket | None = None
         self._poller: Any = None
         self._timeout: Any = _UNSET  # the timeout the socket has now (setting it is a syscall)
+        self._nonblocking = False  # see open()
         self._broken = False
         self._seqid = 0
         self.pid = _fork.pid()
@@ -205,16 +207,22 @@ class Connection:
                 ) from exc
             raise ConnectionFailed(f"could not set up {self.host}: {exc}", host=self.host) from exc
         self._sock = sock
-        # Python's own socket timeouts (a poll before each send and recv), not the kernel's
-        # SO_RCVTIMEO / SO_SNDTIMEO on a blocking socket, which save those two system calls but
-        # fail the deadline: the kernel restarts its timer each time CPython retries a call a
-        # signal interrupted (a wait could last for ever under a periodic signal), and it limits
-        # each send() of a sendall(), not the whole of it.
+        # Deadlines are kept by polling, which recomputes the time left after a signal, not by the
+        # kernel's SO_RCVTIMEO / SO_SNDTIMEO on a blocking socket: the kernel restarts its timer
+        # each time CPython retries a call a signal interrupted (a wait could last for ever under
+        # a periodic signal), and it limits each send() of a sendall(), not the whole of it. Plain
+        # TCP: a non-blocking socket that sends at once (a request fits the socket buffer) and
+        # polls once, before the receive (_recv, _sendall). TLS, or without poll(): Python's
+        # socket timeouts (a poll before every send and receive).
         self._timeout = _UNSET
         self._broken = False
+        self._nonblocking = False
         if _poll is not None:
             self._poller = _poll()
             self._poller.register(sock, select.POLLIN | select.POLLERR | select.POLLHUP)
+            if cfg.tls is None:
+                sock.settimeout(0.0)
+                self._nonblocking = True
         try:
             self._handshake(connect_deadline)
         except (OutcomeUnknown, ConnectionFailed) as exc:
@@ -330,19 +338,29 @@ class Connection:
         timeout = deadline - (time.monotonic() if now is None else now)
         if timeout <= 0:
             raise self._no_time_to_send("executeWithParameter")
-        current = self._timeout
-        # _settimeout()'s test, inlined (with no max() call: within 5 ms, or else within 2 %): the
-        # socket nearly always has the wanted timeout already. When it is set, 1 ms more (within
-        # the tolerance): the next statement's wait, a few microseconds longer or shorter, then
-        # needs no system call.
-        if (current is None or current is _UNSET
-                or not 0 <= current - timeout <= 0.005
-                and not 0 <= current - timeout <= 0.02 * timeout):  # fmt: skip
-            self._settimeout(sock, timeout + 0.001)
-        try:
-            sock.sendall(frame)
-        except OSError as exc:
-            raise self._send_failed("executeWithParameter", exc) from exc
+        if self._nonblocking:
+            try:
+                try:
+                    sent = sock.send(frame)
+                except BlockingIOError:
+                    sent = 0
+                if sent != len(frame):  # the socket buffer was full: the rest as it drains
+                    self._sendall(sock, frame, deadline, sent)
+            except OSError as exc:
+                raise self._send_failed("executeWithParameter", exc) from exc
+        else:
+            current = self._timeout
+            # _settimeout()'s test, inlined (with no max() call: within 5 ms, or else within 2 %):
+            # the socket nearly always has the wanted timeout already. When it is set, 1 ms more
+            # (within the tolerance): the next statement's wait then needs no system call.
+            if (current is None or current is _UNSET
+                    or not 0 <= current - timeout <= 0.005
+                    and not 0 <= current - timeout <= 0.02 * timeout):  # fmt: skip
+                self._settimeout(sock, timeout + 0.001)
+            try:
+                sock.sendall(frame)
+            except OSError as exc:
+                raise self._send_failed("executeWithParameter", exc) from exc
         # _receive() and _decode() inlined for the common case: the socket's timeout covers the
         # deadline (set above), so the first recv goes straight out, and a reply that is one whole
         # frame within the limits, starting with exactly the header and envelope expected, is
@@ -351,7 +369,10 @@ class Connection:
         # Packed while the server works on the request, not after the reply is in.
         expected = _pack_exec_reply(_EXEC_MAGIC, seqid, _EXEC_REPLY, seqid)
         try:
-            data = sock.recv(_RECV_SIZE)
+            if self._nonblocking:
+                data = self._recv(sock, _RECV_SIZE, deadline)
+            else:
+                data = sock.recv(_RECV_SIZE)
             size = len(data)
             if (size >= _EXEC_REPLY_AT and size - 4 == _unpack_len(data, 0)[0] <= self._limits.max_frame_size
                     and data[4:_EXEC_REPLY_AT] == expected):  # fmt: skip
@@ -412,6 +433,48 @@ class Connection:
         sock.settimeout(timeout)
         self._timeout = timeout
 
+    def _recv(self, sock: socket.socket, size: int, deadline: float | None,
+              timeout: float | None = None) -> bytes:  # fmt: skip
+        """Up to ``size`` bytes (``b""`` at EOF), waiting until ``deadline`` at most; ``timeout``:
+        the time left, if the caller has just computed it. ``socket.timeout`` past the deadline."""
+        if not self._nonblocking:
+            self._settimeout(sock, _remaining(deadline) if timeout is None else timeout)
+            return sock.recv(size)
+        while True:
+            if deadline is None:
+                ready = self._poller.poll()
+            else:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise socket.timeout("timed out")
+                ready = self._poller.poll(left * 1000.0)  # poll() recomputes it after a signal
+            if not ready:
+                raise socket.timeout("timed out")
+            try:
+                return sock.recv(size)
+            except BlockingIOError:  # woken, but nothing to read after all
+                continue
+
+    def _sendall(self, sock: socket.socket, data: bytes, deadline: float | None, sent: int = 0) -> None:
+        """Send the rest of ``data`` (``sent`` bytes went already) on the non-blocking socket by
+        ``deadline`` (``socket.timeout``)."""
+        view = memoryview(data)[sent:]
+        writable = select.poll()
+        writable.register(sock, select.POLLOUT)
+        while view:
+            try:
+                sent = sock.send(view)
+            except BlockingIOError:
+                sent = 0
+            view = view[sent:]
+            if not view:
+                return
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise socket.timeout("timed out")
+            if not writable.poll(None if left is None else left * 1000.0):
+                raise socket.timeout("timed out")
+
     def _send(self, method: str, args: Any, mtype: int = wire.CALL, deadline: float | None = None) -> int:
         """Write one request, by ``deadline`` (``time.monotonic()``; ``None``: within the request
         timeout); ``args`` is a struct or its already-encoded body (bytes)."""
@@ -433,8 +496,11 @@ class Connection:
             timeout = self.config.request_timeout if deadline is None else deadline - time.monotonic()
             if timeout is not None and timeout <= 0:
                 raise self._no_time_to_send(method)
-            self._settimeout(sock, timeout)
-            sock.sendall(frame)  # the socket's timeout bounds the whole of it
+            if self._nonblocking:
+                self._sendall(sock, frame, None if timeout is None else time.monotonic() + timeout)
+            else:
+                self._settimeout(sock, timeout)
+                sock.sendall(frame)  # the socket's timeout bounds the whole of it
         except OSError as exc:
             raise self._send_failed(method, exc) from exc
         return seqid
@@ -484,16 +550,14 @@ class Connection:
                 timeout = None if deadline is None else deadline - time.monotonic()  # _remaining()
                 if timeout is not None and timeout <= 0:
                     raise socket.timeout("deadline passed")
-                self._settimeout(sock, timeout)
-                data = sock.recv(_RECV_SIZE)
+                data = self._recv(sock, _RECV_SIZE, deadline, timeout)
             while len(data) < 4:
                 if not data:
                     raise _Eof()
                 timeout = _remaining(deadline)
                 if timeout is not None and timeout <= 0:
                     raise socket.timeout("deadline passed")
-                self._settimeout(sock, timeout)
-                more = sock.recv(_RECV_SIZE)
+                more = self._recv(sock, _RECV_SIZE, deadline, timeout)
                 if not more:
                     raise _Eof()
                 data += more
@@ -518,8 +582,7 @@ class Connection:
                 timeout = _remaining(deadline)
                 if timeout is not None and timeout <= 0:
                     raise socket.timeout("deadline passed")
-                self._settimeout(sock, timeout)
-                chunk = sock.recv(min(total - len(buf), _CHUNK_SIZE))
+                chunk = self._recv(sock, min(total - len(buf), _CHUNK_SIZE), deadline, timeout)
                 if not chunk:
                     raise _Eof()
                 buf += chunk

@@ -576,15 +576,21 @@ def test_a_passed_deadline_sends_nothing(serve: Any, conns: list[Connection], pa
 
 
 class _SignalingSocket:
-    """Wraps a socket and sets ``entered`` when a ``recv`` starts (to know a call is reading)."""
+    """Wraps a socket and sets ``entered`` once the request is written (the call then waits for the
+    reply: in ``poll()`` or ``recv()``, whichever the connection uses)."""
 
     def __init__(self, sock: socket.socket, entered: threading.Event) -> None:
         self._sock = sock
         self._entered = entered
 
-    def recv(self, n: int) -> bytes:
+    def send(self, data: bytes) -> int:
+        sent = self._sock.send(data)
         self._entered.set()
-        return self._sock.recv(n)
+        return sent
+
+    def sendall(self, data: bytes) -> None:
+        self._sock.sendall(data)
+        self._entered.set()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sock, name)
@@ -605,7 +611,7 @@ def test_close_from_another_thread_aborts_a_blocked_call(serve: Any, conns: list
 
     caller = threading.Thread(target=call, daemon=True)
     caller.start()
-    assert reading.wait(TIMEOUT)  # the caller is in (or entering) recv(); shutdown wakes it either way
+    assert reading.wait(TIMEOUT)  # the caller is waiting (or about to) for the reply; shutdown wakes it
     start = time.monotonic()
     conn.close()
     caller.join(TIMEOUT)
@@ -627,6 +633,11 @@ class _CloseAfterWrite:
     def sendall(self, data: bytes) -> None:
         self._real.sendall(data)
         self._conn.close()
+
+    def send(self, data: bytes) -> int:
+        sent = self._real.send(data)
+        self._conn.close()
+        return sent
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._real, name)
@@ -666,6 +677,13 @@ class _InterruptedRecv:
         return getattr(self._real, name)
 
 
+class _InterruptedPoll:
+    """A poller whose wait is interrupted (as by Ctrl-C)."""
+
+    def poll(self, *timeout: Any) -> list[Any]:
+        raise KeyboardInterrupt
+
+
 def test_an_interrupt_while_waiting_for_the_reply_closes_the_connection(
     serve: Any, conns: list[Connection]
 ) -> None:
@@ -675,6 +693,7 @@ def test_an_interrupt_while_waiting_for_the_reply_closes_the_connection(
     real = conn._sock
     assert real is not None
     conn._sock = _InterruptedRecv(real)  # type: ignore[assignment]
+    conn._poller = _InterruptedPoll()  # the wait is a poll() before the recv on a plain socket
     with pytest.raises(KeyboardInterrupt):
         run(conn)
     assert not conn.is_usable
