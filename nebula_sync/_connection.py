@@ -370,7 +370,14 @@ class Connection:
         expected = _pack_exec_reply(_EXEC_MAGIC, seqid, _EXEC_REPLY, seqid)
         try:
             if self._nonblocking:
-                data = self._recv(sock, _RECV_SIZE, deadline)
+                # _recv() inlined: one poll until the deadline (never a negative wait: for ever)
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._poller.poll(left * 1000.0):
+                    raise socket.timeout("timed out")
+                try:
+                    data = sock.recv(_RECV_SIZE)
+                except BlockingIOError:  # woken, but nothing to read after all
+                    data = self._recv(sock, _RECV_SIZE, deadline)
             else:
                 data = sock.recv(_RECV_SIZE)
             size = len(data)
