@@ -50,15 +50,18 @@ __all__ = [
     "WaitFor",
     "auth_reply",
     "default_reply",
+    "endless_body",
     "exception_reply",
     "execute_reply",
     "fake_request",
     "json_reply",
     "parse_request",
+    "read_http_head",
     "recv_exactly",
     "reply_frame",
     "rst_close",
     "theader",
+    "trickling_body",
     "verify_ok",
     "verify_rejected",
 ]
@@ -257,6 +260,44 @@ def rst_close(conn: socket.socket) -> None:
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
     finally:
         conn.close()
+
+
+# ---- HTTP handlers (for the web client's tests) ------------------------------------------------
+
+
+def read_http_head(conn: socket.socket) -> bool:
+    """Read a request's head (a raw server's handler); ``False`` if the client closed first."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return False
+        data += chunk
+    return True
+
+
+def endless_body(conn: socket.socket, server: RawServer) -> None:
+    """Answer 200 with a chunked body sent as fast as the client reads it: 64 MiB, then hang up."""
+    if not read_http_head(conn):
+        return
+    conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+    piece = b"x" * (64 << 10)
+    chunk = b"%x\r\n" % len(piece) + piece + b"\r\n"
+    for _ in range(1024):
+        if server.stopping.is_set():
+            return
+        conn.sendall(chunk)
+
+
+def trickling_body(conn: socket.socket, server: RawServer) -> None:
+    """Answer 200 with a 100,000-byte body sent a byte every 50 ms: for 6 s, then hang up."""
+    if not read_http_head(conn):
+        return
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+    for _ in range(120):
+        if server.stopping.wait(0.05):  # the server's pace, not a synchronisation
+            return
+        conn.sendall(b" ")
 
 
 # ---- script steps ----------------------------------------------------------------------------

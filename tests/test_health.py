@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import attrs
 import pytest
-from rawserver import RawServer
+from rawserver import RawServer, endless_body, trickling_body
 
 from nebula_sync import ConnectionConfig, NebulaClient, SessionPoolConfig
 from nebula_sync._health import HealthReport, HostHealth, check_health
@@ -35,41 +35,6 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
-
-
-def read_http_head(conn: socket.socket) -> bool:
-    """Read a request's head (a raw server's handler); ``False`` if the client closed first."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = conn.recv(65536)
-        if not chunk:
-            return False
-        data += chunk
-    return True
-
-
-def endless_body(conn: socket.socket, server: RawServer) -> None:
-    """Answer 200 with a chunked body sent as fast as the client reads it: 64 MiB, then hang up."""
-    if not read_http_head(conn):
-        return
-    conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
-    piece = b"x" * (64 << 10)
-    chunk = b"%x\r\n" % len(piece) + piece + b"\r\n"
-    for _ in range(1024):
-        if server.stopping.is_set():
-            return
-        conn.sendall(chunk)
-
-
-def trickling_body(conn: socket.socket, server: RawServer) -> None:
-    """Answer 200 with a 100,000-byte body sent a byte every 50 ms: for 6 s, then hang up."""
-    if not read_http_head(conn):
-        return
-    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
-    for _ in range(120):
-        if server.stopping.wait(0.05):  # the server's pace, not a synchronisation
-            return
-        conn.sendall(b" ")
 
 
 def probe_threads(thrift_address: str) -> list[threading.Thread]:
