@@ -17,7 +17,7 @@ import threading
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 from waiting import wait_until
@@ -189,21 +189,30 @@ def test_a_session_blocks_own_doubtful_first_statement_is_left_to_the_block(
     assert fake_graphd.stats().authentications == 1  # not replaced either
 
 
+def set_up_use_without_reply(
+    fake_graphd: FakeGraphd, then: Callable[[], None], connect_timeout: float
+) -> tuple[NebulaClient, threading.Thread]:
+    """A client (one session, space ``basketballplayer``) whose first session's set-up ``USE``
+    gets no reply (``request_timeout`` 0.5 s); once graphd has read it, ``then()`` runs in the
+    returned thread (join it)."""
+    fake_graphd.script("USE basketballplayer", delay=10)
+
+    def after_the_use() -> None:
+        fake_graphd.wait_for(lambda s: s.statements >= 1, timeout=5.0)
+        then()
+
+    helper = threading.Thread(target=after_the_use, daemon=True)
+    helper.start()
+    cfg = ConnectionConfig(connect_timeout=connect_timeout, request_timeout=0.5)
+    client = make_client(fake_graphd, pool=SessionPoolConfig(size=1, wait_timeout=0.5), conn_config=cfg,
+                         session_config=SessionConfig(space="basketballplayer"))  # fmt: skip
+    return client, helper
+
+
 def test_a_failed_set_up_does_not_keep_the_caller_past_its_deadline(fake_graphd: FakeGraphd) -> None:
     # The set-up USE gets no reply and graphd then stops answering: signing the half-made session
     # out needs a new connection, which may take connect_timeout. The caller does not wait for it.
-    fake_graphd.script("USE basketballplayer", delay=10)
-
-    def stall_after_the_use() -> None:
-        fake_graphd.wait_for(lambda s: s.statements >= 1, timeout=5.0)
-        fake_graphd.stall(True)
-
-    helper = threading.Thread(target=stall_after_the_use, daemon=True)
-    helper.start()
-    cfg = ConnectionConfig(connect_timeout=3.0, request_timeout=0.5)
-    pool = SessionPoolConfig(size=1, wait_timeout=0.5)
-    client = make_client(fake_graphd, pool=pool, conn_config=cfg,
-                         session_config=SessionConfig(space="basketballplayer"))  # fmt: skip
+    client, helper = set_up_use_without_reply(fake_graphd, lambda: fake_graphd.stall(True), 3.0)
     try:
         start = time.monotonic()
         with pytest.raises(NebulaError):
@@ -219,17 +228,7 @@ def test_a_failed_set_up_does_not_keep_the_caller_past_its_deadline(fake_graphd:
 def test_a_sign_out_that_could_not_be_sent_is_tried_again_at_close(fake_graphd: FakeGraphd) -> None:
     # The set-up USE gets no reply, so the half-made session is signed out on another connection;
     # the host refuses connections just then. close() tries it again once the host is back.
-    fake_graphd.script("USE basketballplayer", delay=10)
-
-    def refuse_after_the_use() -> None:
-        fake_graphd.wait_for(lambda s: s.statements >= 1, timeout=5.0)
-        fake_graphd.refuse_connections(True)
-
-    helper = threading.Thread(target=refuse_after_the_use, daemon=True)
-    helper.start()
-    cfg = ConnectionConfig(connect_timeout=2.0, request_timeout=0.5)
-    client = make_client(fake_graphd, pool=SessionPoolConfig(size=1, wait_timeout=0.5), conn_config=cfg,
-                         session_config=SessionConfig(space="basketballplayer"))  # fmt: skip
+    client, helper = set_up_use_without_reply(fake_graphd, fake_graphd.refuse_connections, 2.0)
     try:
         with pytest.raises(NebulaError):
             client.execute("RETURN 1")
