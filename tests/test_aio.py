@@ -10,6 +10,7 @@ import warnings
 from typing import Any
 
 import pytest
+from forking import in_forked_child
 
 from nebula_sync import ConnectionConfig, NebulaAsyncClient, SessionPoolConfig
 from nebula_sync.errors import ClientClosed, PoolTimeout
@@ -137,25 +138,13 @@ def test_an_async_client_made_before_fork_works_in_the_child(fake_graphd: FakeGr
     client = asyncio.run(connect(fake_graphd, size=1, wait_timeout=5.0))
     try:
         assert asyncio.run(use(client)) == [(7,)] and asyncio.run(client.ping(timeout=5.0))
-        read, write = os.pipe()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (3.12+)
-            pid = os.fork()
-        if pid == 0:  # pragma: no cover - runs in the child
-            out = "?"
-            try:
-                out = repr(asyncio.run(use(client)))
-                asyncio.run(client.close())
-            except BaseException as exc:
-                out = repr(exc)
-            finally:
-                os.write(write, out.encode())
-                os._exit(0)
-        os.close(write)
-        os.waitpid(pid, 0)
-        child_out = os.read(read, 1000).decode()
-        os.close(read)
-        assert child_out == "[(7,)]"
+
+        def child() -> str:
+            rows = asyncio.run(use(client))
+            asyncio.run(client.close())
+            return repr(rows)
+
+        assert in_forked_child(child) == "[(7,)]"
         assert asyncio.run(use(client)) == [(7,)]  # the parent's own pool still works
     finally:
         asyncio.run(client.close())

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+from forking import in_forked_child
 from waiting import wait_until
 
 from nebula_sync import (
@@ -523,25 +524,13 @@ def test_client_works_in_forked_child_and_parent(fake_graphd: FakeGraphd) -> Non
     try:
         assert client.execute("RETURN 'parent before'").rows() == [("parent before",)]
         parent_sessions = {s.session_id for s in fake_graphd.sessions()}
-        read, write = os.pipe()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (3.12+)
-            pid = os.fork()
-        if pid == 0:  # pragma: no cover - runs in the child
-            code = 1
-            try:
-                rows = client.execute("RETURN 'child'").rows()
-                client.close()
-                os.write(write, repr(rows).encode())
-                code = 0
-            finally:
-                os._exit(code)
-        os.close(write)
-        _, status = os.waitpid(pid, 0)
-        child_out = os.read(read, 1000).decode()
-        os.close(read)
-        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
-        assert child_out == "[('child',)]"
+
+        def child() -> str:
+            rows = client.execute("RETURN 'child'").rows()
+            client.close()
+            return repr(rows)
+
+        assert in_forked_child(child) == "[('child',)]"
         # The child signed out only its own session; the parent's still exist and still work.
         alive = {s.session_id for s in fake_graphd.sessions()}
         assert parent_sessions <= alive
@@ -561,31 +550,19 @@ def test_a_child_forked_inside_a_session_block_leaves_the_parents_session_alone(
         with client.session() as block:
             block.execute("USE basketballplayer")
             parent_session = {s.session_id for s in fake_graphd.sessions()}
-            read, write = os.pipe()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (3.12+)
-                pid = os.fork()
-            if pid == 0:  # pragma: no cover - runs in the child
-                code, out = 1, []
+
+            def child() -> str:
                 try:
-                    try:
-                        block.execute("USE test")
-                        out.append("ran")
-                    except ClientClosed as exc:
-                        out.append("refused" if "before fork()" in str(exc) else repr(exc))
-                    block._finish()  # the child leaves the block too (as a with statement would)
-                    out.append(repr(client.execute("RETURN 'child'").rows()))
-                    client.close()
-                    code = 0
-                finally:
-                    os.write(write, " ".join(out).encode())
-                    os._exit(code)
-            os.close(write)
-            _, status = os.waitpid(pid, 0)
-            child_out = os.read(read, 1000).decode()
-            os.close(read)
-            assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, child_out
-            assert child_out == "refused [('child',)]"
+                    block.execute("USE test")
+                    out = "ran"
+                except ClientClosed as exc:
+                    out = "refused" if "before fork()" in str(exc) else repr(exc)
+                block._finish()  # the child leaves the block too (as a with statement would)
+                out += " " + repr(client.execute("RETURN 'child'").rows())
+                client.close()
+                return out
+
+            assert in_forked_child(child) == "refused [('child',)]"
             # the parent's block session is alive, in the parent's space, and still works
             assert parent_session <= {s.session_id for s in fake_graphd.sessions()}
             assert block.execute("RETURN 1 AS a").space_name == "basketballplayer"

@@ -9,7 +9,6 @@ import http.client
 import json
 import os
 import re
-import select
 import socket
 import ssl
 import subprocess
@@ -24,6 +23,7 @@ from typing import Any
 import pytest
 import urllib3
 import urllib3.util.connection
+from forking import in_forked_child
 from rawserver import RawServer, endless_body, read_http_head, trickling_body
 from urllib3.exceptions import InsecureRequestWarning, NewConnectionError, ReadTimeoutError, SSLError
 
@@ -790,27 +790,7 @@ def test_unclosed_client_warns_and_cleans_up(fake: FakeWebService) -> None:
 def test_fork_child_uses_its_own_connections(fake: FakeWebService, client: GraphdWebClient) -> None:
     assert client.status().is_running
     assert fake.connection_count == 1
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: report through the pipe, never return into pytest
-        code = b"E"
-        try:
-            code = b"K" if client.status().is_running else b"N"
-        except BaseException:
-            pass
-        finally:
-            os.write(write_end, code)
-            os._exit(0)
-    os.close(write_end)
-    try:
-        ready, _, _ = select.select([read_end], [], [], 30)
-        if not ready:
-            os.kill(pid, 9)
-        assert ready, "child did not answer"
-        assert os.read(read_end, 1) == b"K"
-    finally:
-        os.close(read_end)
-        os.waitpid(pid, 0)
+    assert in_forked_child(lambda: "K" if client.status().is_running else "N") == "K"
     assert fake.connection_count == 2  # the child connected on its own
     assert client.status().is_running  # the parent's pooled connection is intact
     assert fake.connection_count == 2
@@ -838,43 +818,29 @@ def test_fork_child_drops_the_client_while_a_parent_thread_held_its_locks(fake: 
     holder = threading.Thread(target=hold, daemon=True)
     holder.start()
     assert held.wait(5)
-    read_end, write_end = os.pipe()
+
+    def child() -> str:
+        nonlocal c
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ResourceWarning)
+            if how == "close":
+                c.close()
+                c.close()
+                code = "K" if c.closed else "N"
+            else:
+                finalizer = c._finalizer
+                del c  # the finalizer of an unclosed client runs now
+                gc.collect()
+                code = "A" if finalizer.alive else "K"
+            if any("unclosed GraphdWebClient" in str(w.message) for w in caught):
+                code = "W"  # the parent's client is the parent's to warn about
+        return code
+
     try:
-        pid = os.fork()
-        if pid == 0:  # child: report through the pipe, never return into pytest
-            code = b"E"
-            try:
-                with warnings.catch_warnings(record=True) as caught:
-                    warnings.simplefilter("always", ResourceWarning)
-                    if how == "close":
-                        c.close()
-                        c.close()
-                        code = b"K" if c.closed else b"N"
-                    else:
-                        finalizer = c._finalizer
-                        del c  # the finalizer of an unclosed client runs now
-                        gc.collect()
-                        code = b"A" if finalizer.alive else b"K"
-                    if any("unclosed GraphdWebClient" in str(w.message) for w in caught):
-                        code = b"W"  # the parent's client is the parent's to warn about
-            except BaseException:
-                pass
-            finally:
-                os.write(write_end, code)
-                os._exit(0)
+        assert in_forked_child(child, timeout=10) == "K"  # a child that hangs fails the test
     finally:
         release.set()
         holder.join(5)
-    os.close(write_end)
-    try:
-        ready, _, _ = select.select([read_end], [], [], 10)
-        if not ready:
-            os.kill(pid, 9)
-        assert ready, "the child hung"
-        assert os.read(read_end, 1) == b"K"
-    finally:
-        os.close(read_end)
-        os.waitpid(pid, 0)
     assert c.status().is_running  # the parent's pooled connection is intact
     assert fake.connection_count == 1
     c.close()
