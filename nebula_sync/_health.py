@@ -24,10 +24,9 @@ from typing import TYPE_CHECKING, Any, Optional, Union
 
 import attrs
 
-from nebula_sync.config import ConnectionConfig, HostAddress, parse_hosts
+from nebula_sync.config import ConnectionConfig, HostAddress, parse_address, parse_hosts
 from nebula_sync.errors import ClientClosed, NebulaError, WebServiceError
 from nebula_sync.web import DEFAULT_WEB_PORT, GraphdWebClient
-from nebula_sync.web import _parse_addr as _web_parse_addr
 
 if TYPE_CHECKING:
     from nebula_sync._client import NebulaClient
@@ -187,7 +186,7 @@ def _web_addresses(addresses: tuple[HostAddress, ...], web_port: WebPorts) -> di
                 raise TypeError("web_port mapping must map 'host:port' strings to 'host:port' strings")
             # checked now (a typo is an error, not an "outage"), as the web client reads it:
             # a missing port means graphd's default web port
-            given[_host_key(key)] = _web_parse_addr(value, DEFAULT_WEB_PORT).netloc
+            given[_host_key(key)] = str(parse_address(value, DEFAULT_WEB_PORT))
         missing = [str(a) for a in addresses if str(a) not in given]
         if missing:
             raise ValueError(f"web_port mapping has no web address for {missing}")

@@ -28,6 +28,7 @@ __all__ = [
     "SessionConfig",
     "SessionPoolConfig",
     "TLSConfig",
+    "parse_address",
     "parse_hosts",
 ]
 
@@ -71,44 +72,56 @@ class HostAddress:
 HostsSpec = Union[str, HostAddress, Iterable[Union[str, HostAddress, tuple[str, int]]]]
 
 
-def _parse_one(text: str) -> HostAddress:
+def parse_address(text: str, default_port: int = DEFAULT_PORT) -> HostAddress:
+    """Parse one address: ``"host"``, ``"host:port"``, ``"[IPv6]:port"`` or a bare IPv6 address
+    (a zone id like ``fe80::1%eth0`` included); a missing port is ``default_port``.
+
+    A host with a ``:`` in it must be an IPv6 address: anything else (``"graphd1:9669:1"``, a URL)
+    would only fail later, as a name that does not resolve. Raises ``ValueError`` naming the entry,
+    or ``TypeError`` for a non-string. The one parser of host strings: graphd's Thrift addresses
+    (:func:`parse_hosts`) and its web addresses (:mod:`nebula_sync.web`) alike.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"a host must be a str like 'graphd:9669', not {type(text).__name__}")
     item = text.strip()
     if not item:
         raise ValueError("empty host in the host list")
+    if "://" in item:
+        raise ValueError(f"invalid host {text!r}: give 'host:port', without a scheme like 'http://'")
     if item.startswith("["):
         close = item.find("]")
         if close < 0:
-            raise ValueError(f"bad host {text!r}: '[' without ']'")
+            raise ValueError(f"invalid host {text!r}: '[' without ']'")
         host, rest = item[1:close], item[close + 1 :]
         if rest and not rest.startswith(":"):
-            raise ValueError(f"bad host {text!r}: expected ':port' after ']'")
-        port_text = rest[1:] if rest else ""
+            raise ValueError(f"invalid host {text!r}: expected ':port' after ']'")
         if rest == ":":
-            raise ValueError(f"bad host {text!r}: missing port after ':'")
+            raise ValueError(f"invalid host {text!r}: missing port after ':'")
+        port_text = rest[1:]
         try:
             ipaddress.IPv6Address(host)
         except ValueError:
-            raise ValueError(f"bad host {text!r}: {host!r} is not an IPv6 address") from None
-    elif item.count(":") > 1:
-        # A bare IPv6 address without a port, e.g. "::1".
+            raise ValueError(f"invalid host {text!r}: {host!r} is not an IPv6 address") from None
+    elif item.count(":") > 1:  # a bare IPv6 address, without a port
         try:
             ipaddress.IPv6Address(item)
         except ValueError:
             raise ValueError(
-                f"bad host {text!r}: write IPv6 addresses with a port as '[addr]:port'"
+                f"invalid host {text!r}: {item!r} is not an IPv6 address; give 'host', 'host:port', "
+                "'[IPv6]:port' or a bare IPv6 address"
             ) from None
         host, port_text = item, ""
     else:
-        host, _, port_text = item.partition(":")
-        if _ and not port_text:
-            raise ValueError(f"bad host {text!r}: missing port after ':'")
+        host, colon, port_text = item.partition(":")
+        if colon and not port_text:
+            raise ValueError(f"invalid host {text!r}: missing port after ':'")
         if not host.strip():
-            raise ValueError(f"bad host {text!r}: missing host name before ':'")
-    if port_text:
-        if not (port_text.isascii() and port_text.isdigit()):
-            raise ValueError(f"bad host {text!r}: port {port_text!r} is not a number")
-        return HostAddress(host, int(port_text))
-    return HostAddress(host)
+            raise ValueError(f"invalid host {text!r}: missing host name before ':'")
+    if not port_text:
+        return HostAddress(host, default_port)
+    if not (port_text.isascii() and port_text.isdigit()):
+        raise ValueError(f"invalid host {text!r}: port {port_text!r} is not a number")
+    return HostAddress(host, int(port_text))
 
 
 def parse_hosts(hosts: HostsSpec) -> tuple[HostAddress, ...]:
@@ -123,13 +136,13 @@ def parse_hosts(hosts: HostsSpec) -> tuple[HostAddress, ...]:
     elif isinstance(hosts, (bytes, bytearray)):  # iterable, but of ints
         raise TypeError(f"hosts must be a str, not {type(hosts).__name__}; decode it first")
     elif isinstance(hosts, str):
-        items.extend(_parse_one(part) for part in hosts.split(","))
+        items.extend(parse_address(part) for part in hosts.split(","))
     elif isinstance(hosts, Iterable):
         for entry in hosts:
             if isinstance(entry, HostAddress):
                 items.append(entry)
             elif isinstance(entry, str):
-                items.extend(_parse_one(part) for part in entry.split(","))
+                items.extend(parse_address(part) for part in entry.split(","))
             elif isinstance(entry, tuple) and len(entry) == 2:
                 items.append(HostAddress(str(entry[0]), entry[1]))
             else:

@@ -19,7 +19,6 @@ Thread-safety: :class:`GraphdWebClient` is thread-safe; one instance (one urllib
 from __future__ import annotations
 
 import enum
-import ipaddress
 import json
 import logging
 import math
@@ -50,6 +49,7 @@ from urllib3.exceptions import (
 from urllib3.exceptions import TimeoutError as _Urllib3Timeout
 
 from nebula_sync._version import __version__
+from nebula_sync.config import HostAddress, parse_address
 from nebula_sync.errors import ClientClosed, WebServiceError
 
 __all__ = ["DEFAULT_WEB_PORT", "MAX_RESPONSE_BYTES", "GraphdWebClient", "StatValue", "WebStatus"]
@@ -101,61 +101,6 @@ class WebStatus:
     def is_running(self) -> bool:
         """Whether graphd reports itself running."""
         return self.status == "running"
-
-
-@attrs.frozen
-class _Addr:
-    host: str  # without brackets
-    port: int
-
-    @property
-    def netloc(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-
-def _parse_addr(text: str, default_port: int) -> _Addr:
-    """Parse ``"host"``, ``"host:port"``, ``"[v6]:port"`` or a bare IPv6 address.
-
-    A host with a ``:`` in it must be an IPv6 address (a zone id like ``fe80::1%eth0`` included):
-    anything else, such as a URL, would only fail later as a name that does not resolve.
-    """
-    if not isinstance(text, str):
-        raise TypeError(f"host must be a str like 'graphd:19669', not {type(text).__name__}")
-    s = text.strip()
-    if "://" in s:
-        raise ValueError(f"invalid host {text!r}: give 'host:port', without a scheme like 'http://'")
-    port_text: str | None = None
-    if s.startswith("["):
-        end = s.find("]")
-        if end < 0:
-            raise ValueError(f"invalid host {text!r}: missing ']'")
-        host, rest = s[1:end], s[end + 1 :]
-        if rest:
-            if not rest.startswith(":"):
-                raise ValueError(f"invalid host {text!r}")
-            port_text = rest[1:]
-    elif s.count(":") == 1:
-        host, port_text = s.split(":")
-    else:
-        host = s  # a name, an IPv4 address, or a bare IPv6 address
-    if not host:
-        raise ValueError(f"invalid host {text!r}: empty host name")
-    if ":" in host:
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise ValueError(
-                f"invalid host {text!r}: {host!r} is not an IPv6 address; give 'host', 'host:port', "
-                "'[IPv6]:port' or a bare IPv6 address"
-            ) from None
-    port = default_port
-    if port_text is not None:
-        if not port_text.isdigit():
-            raise ValueError(f"invalid host {text!r}: port {port_text!r} is not a number")
-        port = int(port_text)
-    if not 0 < port < 65536:
-        raise ValueError(f"invalid host {text!r}: port {port} out of range")
-    return _Addr(host, port)
 
 
 def _check_timeout(name: str, value: object) -> float | None:
@@ -293,8 +238,8 @@ class GraphdWebClient:
             host_list = [h for h in (p.strip() for p in hosts.split(",")) if h]
         else:
             host_list = list(hosts)
-        addrs = [_parse_addr(h, port) for h in host_list]
-        self._addrs: tuple[_Addr, ...] = tuple(dict.fromkeys(addrs))
+        addrs = [parse_address(h, port) for h in host_list]
+        self._addrs: tuple[HostAddress, ...] = tuple(dict.fromkeys(addrs))
         self._timeout = _check_timeout("timeout", timeout)
         self._connect_timeout = (
             self._timeout if connect_timeout is _UNSET else _check_timeout("connect_timeout", connect_timeout)
@@ -344,7 +289,7 @@ class GraphdWebClient:
     @property
     def hosts(self) -> tuple[str, ...]:
         """The configured web addresses, as ``"host:port"``."""
-        return tuple(a.netloc for a in self._addrs)
+        return tuple(str(a) for a in self._addrs)
 
     @property
     def closed(self) -> bool:
@@ -395,14 +340,14 @@ class GraphdWebClient:
             raise WebServiceError(
                 f"GET {url}: expected a JSON object with a 'status' string, got {_snippet(body)!r}",
                 status=code,
-                host=addr.netloc,
+                host=str(addr),
             )
         sha = doc.get("git_info_sha", "")
         return WebStatus(
             status=doc["status"],
             git_info_sha=sha if isinstance(sha, str) else str(sha),
             latency_s=latency,
-            host=addr.netloc,
+            host=str(addr),
         )
 
     def stats(self, names: Sequence[str] | None = None, host: str | None = None) -> dict[str, StatValue]:
@@ -443,11 +388,11 @@ class GraphdWebClient:
         if bad:
             reasons = "; ".join(f"{n}: {v}" for n, v in bad.items())
             raise WebServiceError(
-                f"GET {url}: graphd has no value for {sorted(bad)}: {reasons}", status=code, host=addr.netloc
+                f"GET {url}: graphd has no value for {sorted(bad)}: {reasons}", status=code, host=str(addr)
             )
         missing = [n for n in (wanted or ()) if n not in out]
         if missing:
-            raise WebServiceError(f"GET {url}: graphd left out {missing}", status=code, host=addr.netloc)
+            raise WebServiceError(f"GET {url}: graphd left out {missing}", status=code, host=str(addr))
         return out
 
     def flags(self, names: Sequence[str] | None = None, host: str | None = None) -> dict[str, object]:
@@ -482,14 +427,14 @@ class GraphdWebClient:
                 raise WebServiceError(
                     f"GET {url}: flag {name!r} has a {type(value).__name__} value, expected a scalar",
                     status=code,
-                    host=addr.netloc,
+                    host=str(addr),
                 )
             out[name] = value
         if wanted:
             unknown = [n for n in wanted if out.get(n) is None]
             if unknown:
                 raise WebServiceError(
-                    f"GET {url}: graphd has no flag {unknown}", status=code, host=addr.netloc
+                    f"GET {url}: graphd has no flag {unknown}", status=code, host=str(addr)
                 )
         return out
 
@@ -523,22 +468,22 @@ class GraphdWebClient:
             **self._tls,
         )
 
-    def _addr(self, host: str | None) -> _Addr:
+    def _addr(self, host: str | None) -> HostAddress:
         if host is not None:
-            return _parse_addr(host, self._port)
+            return parse_address(host, self._port)
         if len(self._addrs) == 1:
             return self._addrs[0]
         raise ValueError(
             f"pass host=: {len(self._addrs)} hosts configured ({', '.join(self.hosts) or 'none'})"
         )
 
-    def _pool(self, addr: _Addr) -> HTTPConnectionPool:
+    def _pool(self, addr: HostAddress) -> HTTPConnectionPool:
         state = self._state
         if state.pid != os.getpid():
             self._reset_after_fork()
         with self._lock:
             if state.closed:
-                raise ClientClosed(f"{self!r} is closed", host=addr.netloc)
+                raise ClientClosed(f"{self!r} is closed", host=str(addr))
             # No I/O here: the pool manager only builds (or looks up) the pool object.
             return state.pm.connection_from_host(addr.host, addr.port, scheme=self._scheme)
 
@@ -550,11 +495,11 @@ class GraphdWebClient:
         self._state.pm = self._new_pool_manager()
         self._state.pid = os.getpid()
 
-    def _get(self, addr: _Addr, path: str, params: Mapping[str, str]) -> tuple[str, int, bytes, float]:
+    def _get(self, addr: HostAddress, path: str, params: Mapping[str, str]) -> tuple[str, int, bytes, float]:
         """GET ``path``; return the URL, status, body and seconds taken. Non-2xx raises."""
         query = urlencode(params, safe=",")
         target = f"{path}?{query}" if query else path
-        url = f"{self._scheme}://{addr.netloc}{target}"
+        url = f"{self._scheme}://{str(addr)}{target}"
         pool = self._pool(addr)
         log.debug("GET %s", url)
         start = time.monotonic()
@@ -576,11 +521,11 @@ class GraphdWebClient:
             reason = exc.reason if exc.reason is not None else exc
             raise self._transport_error(url, addr, reason) from reason
         except ClosedPoolError as exc:
-            raise ClientClosed(f"GET {url}: {self!r} was closed", host=addr.netloc) from exc
+            raise ClientClosed(f"GET {url}: {self!r} was closed", host=str(addr)) from exc
         except EmptyPoolError as exc:
             raise WebServiceError(
                 f"GET {url}: no free connection within {self._timeout}s (maxsize={self._maxsize})",
-                host=addr.netloc,
+                host=str(addr),
             ) from exc
         except HTTPError as exc:
             raise self._transport_error(url, addr, exc) from exc
@@ -594,11 +539,11 @@ class GraphdWebClient:
                 f"GET {url} answered HTTP {code} {resp.reason or ''}".rstrip()
                 + (f": {snippet}" if snippet else ""),
                 status=code,
-                host=addr.netloc,
+                host=str(addr),
             )
         return url, code, body, latency
 
-    def _read_body(self, resp: urllib3.BaseHTTPResponse, url: str, addr: _Addr) -> bytes:
+    def _read_body(self, resp: urllib3.BaseHTTPResponse, url: str, addr: HostAddress) -> bytes:
         """Read the whole body of ``resp``: at most ``max_response_bytes``, within ``timeout``.
 
         The connection always goes back to its pool: reusable after a complete body, closed
@@ -645,7 +590,7 @@ class GraphdWebClient:
                 resp.close()  # closes the connection: the rest of the body is never read
             resp.release_conn()
 
-    def _decoded(self, resp: urllib3.BaseHTTPResponse, body: bytes, url: str, addr: _Addr) -> bytes:
+    def _decoded(self, resp: urllib3.BaseHTTPResponse, body: bytes, url: str, addr: HostAddress) -> bytes:
         """``body`` decompressed as its ``Content-Encoding`` says, to at most ``max_response_bytes``
         (a small body can inflate to gigabytes)."""
         encoding = (resp.headers.get("Content-Encoding") or "").strip().lower()
@@ -668,10 +613,10 @@ class GraphdWebClient:
         raise self._body_error(url, addr, resp.status, f"is not valid {encoding} data")
 
     @staticmethod
-    def _body_error(url: str, addr: _Addr, code: int, what: str) -> WebServiceError:
-        return WebServiceError(f"GET {url}: the response body {what}", status=code, host=addr.netloc)
+    def _body_error(url: str, addr: HostAddress, code: int, what: str) -> WebServiceError:
+        return WebServiceError(f"GET {url}: the response body {what}", status=code, host=str(addr))
 
-    def _transport_error(self, url: str, addr: _Addr, reason: BaseException) -> WebServiceError:
+    def _transport_error(self, url: str, addr: HostAddress, reason: BaseException) -> WebServiceError:
         if isinstance(reason, NewConnectionError):
             what = f"could not connect: {reason}"
         elif isinstance(reason, ReadTimeoutError):
@@ -684,29 +629,29 @@ class GraphdWebClient:
             what = f"the connection broke before a complete response: {reason}"
         else:
             what = f"request failed: {reason}"
-        return WebServiceError(f"GET {url}: {what}", status=None, host=addr.netloc)
+        return WebServiceError(f"GET {url}: {what}", status=None, host=str(addr))
 
     @staticmethod
-    def _json(url: str, addr: _Addr, code: int, body: bytes) -> Any:
+    def _json(url: str, addr: HostAddress, code: int, body: bytes) -> Any:
         try:
             return json.loads(body)
         except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
             raise WebServiceError(
                 f"GET {url}: response is not valid JSON ({exc}): {_snippet(body)!r}",
                 status=code,
-                host=addr.netloc,
+                host=str(addr),
             ) from exc
         except RecursionError as exc:  # json's decoder recurses once per nesting level
             raise WebServiceError(
                 f"GET {url}: response JSON is nested too deeply to parse: {_snippet(body)!r}",
                 status=code,
-                host=addr.netloc,
+                host=str(addr),
             ) from exc
 
     @staticmethod
-    def _shape_error(url: str, addr: _Addr, code: int, expected: str, body: bytes) -> WebServiceError:
+    def _shape_error(url: str, addr: HostAddress, code: int, expected: str, body: bytes) -> WebServiceError:
         return WebServiceError(
-            f"GET {url}: expected {expected}, got {_snippet(body)!r}", status=code, host=addr.netloc
+            f"GET {url}: expected {expected}, got {_snippet(body)!r}", status=code, host=str(addr)
         )
 
 

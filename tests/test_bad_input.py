@@ -22,8 +22,9 @@ from typing import Any, Callable
 import pytest
 
 from nebula_sync import ConnectionConfig, NebulaClient, SessionConfig, SessionPoolConfig, TLSConfig
-from nebula_sync.config import HostAddress, parse_hosts
+from nebula_sync.config import HostAddress, parse_address, parse_hosts
 from nebula_sync.testing import FakeGraphd
+from nebula_sync.web import DEFAULT_WEB_PORT, GraphdWebClient
 
 SENTINEL = "RETURN 'sentinel'"
 
@@ -288,6 +289,37 @@ def test_good_host_forms(hosts: Any) -> None:
 @pytest.mark.parametrize("hosts", ["h:\u0663", "h:\u00b2"], ids=["arabic-indic-3", "superscript-2"])
 def test_non_ascii_digits_in_a_port_are_refused(hosts: str) -> None:
     raises(ValueError, lambda: parse_hosts(hosts), "not a number")
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["h", " h:1 ", "[::1]:2", "::1", "fe80::1%eth0", "[fe80::2%lo]:3", "h:", ":1", "h:0", "h:x", "h:1:2",
+     "[::1", "[::1]x", "[zz]:1", "a b", "http://h:1", "h:\u0663", "[]:1"],
+    ids=repr,
+)  # fmt: skip
+def test_thrift_and_web_hosts_are_read_by_one_parser(text: str) -> None:
+    """graphd's Thrift host list and the web client take the same forms, with their own default
+    ports, and refuse the same ones with the same message."""
+    def outcome(parse: Callable[[], Any]) -> Any:
+        try:
+            return parse()
+        except ValueError as exc:
+            return ValueError, str(exc)
+    thrift = outcome(lambda: str(parse_hosts(text)[0]))
+    if not isinstance(thrift, tuple):
+        assert thrift == str(parse_address(text))
+        assert thrift.endswith(":9669") == (text.strip() in ("h", "::1", "fe80::1%eth0"))
+    def web_host() -> str:
+        with GraphdWebClient(text, port=1234) as web:
+            return web.hosts[0]
+    assert outcome(web_host) == (
+        thrift.replace(":9669", ":1234") if isinstance(thrift, str) else thrift
+    )
+
+
+def test_a_url_for_a_host_is_refused_by_name() -> None:
+    raises(ValueError, lambda: parse_hosts("http://graphd1:9669"), "without a scheme like 'http://'")
+    assert str(parse_address("graphd1", DEFAULT_WEB_PORT)) == "graphd1:19669"
 
 
 # ---- absurd configuration -----------------------------------------------------------------------
