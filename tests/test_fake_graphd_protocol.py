@@ -194,6 +194,7 @@ def test_unknown_method_gets_application_exception(
         ("binary", "ex\u00e9cute".encode(), "ex\\xc3\\xa9cute"),
         ("binary", b"\xff\xfe\x01", "\\xff\\xfe\\x01"),  # not UTF-8 at all
         ("compact", "ex\u00e9cute".encode(), "ex\\xc3\\xa9cute"),
+        ("compact", b"\xff\xfe\x01", "\\xff\\xfe\\x01"),  # used to close the connection
     ],
 )
 def test_non_ascii_method_name_gets_application_exception(
@@ -205,7 +206,8 @@ def test_non_ascii_method_name_gets_application_exception(
     if protocol == "binary":
         payload = wire.binary_message(name, wire.CALL, 5, b"\x00")
     else:
-        payload = compact_message(name.decode(), wire.CALL, 5, service.SignoutArgs(sessionId=1))
+        text = name.decode("utf-8", "surrogateescape")
+        payload = compact_message(text, wire.CALL, 5, service.SignoutArgs(sessionId=1))
     client.sock.sendall(client.frame(payload))
     frame = client.recv_frame()
     info = wire.parse_frame(frame)
@@ -216,7 +218,7 @@ def test_non_ascii_method_name_gets_application_exception(
         exc = wire.decode_application_exception(frame, pos)
     else:
         text, mtype, seqid, exc = parse_compact_message(frame[info.offset :], None)
-        echoed = text.encode()
+        echoed = text.encode("utf-8", "surrogateescape")
     assert (echoed, mtype, seqid) == (name, wire.EXCEPTION, 5)  # the envelope echoes the name as sent
     assert exc.type == TApplicationException.UNKNOWN_METHOD
     assert exc.message == f"Method name {shown} not found"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-from thrift.protocol.TCompactProtocol import TCompactProtocol
+from thrift.protocol.TCompactProtocol import CLEAR, VALUE_WRITE, TCompactProtocol, readVarint, writeVarint
 from thrift.protocol.TProtocol import TProtocolException
 from thrift.Thrift import TApplicationException
 from thrift.transport.TTransport import TMemoryBuffer
@@ -35,10 +35,40 @@ class CompactV2Protocol(TCompactProtocol):  # type: ignore[misc]
     """Apache's compact protocol switched to fbthrift's version 2 (big-endian doubles).
 
     Reading accepts only version 2, as graphd's C++ reader does; version 1 (Apache's own compact)
-    is rejected with ``Bad version: 1 (expect 2)``. One instance per buffer; not thread-safe.
+    is rejected with ``Bad version: 1 (expect 2)``. The method name in the envelope is kept as sent:
+    bytes that are not UTF-8 read as lone surrogates (``surrogateescape``) and are written back as
+    the same bytes, so that a server can answer an unknown name by echoing it (Apache's envelope
+    reader raises on such a name). One instance per buffer; not thread-safe.
     """
 
     VERSION = 2
+
+    def writeMessageBegin(self, name: str, mtype: int, seqid: int) -> None:
+        assert self.state == CLEAR  # type: ignore[has-type]
+        # protocol id, then version and type in one byte, the sequence id as an unsigned varint
+        self.trans.write(bytes((self.PROTOCOL_ID, self.VERSION | (mtype << self.TYPE_SHIFT_AMOUNT))))
+        writeVarint(self.trans, seqid & 0xFFFFFFFF)
+        raw = name.encode("utf-8", "surrogateescape")
+        writeVarint(self.trans, len(raw))
+        self.trans.write(raw)
+        self.state = VALUE_WRITE
+
+    def readMessageBegin(self) -> tuple[str, int, int]:
+        assert self.state == CLEAR
+        proto_id, ver_type = self.trans.readAll(2)
+        if proto_id != self.PROTOCOL_ID:
+            raise TProtocolException(TProtocolException.BAD_VERSION, f"Bad protocol id: {proto_id}")
+        version = ver_type & self.VERSION_MASK
+        if version != self.VERSION:
+            message = f"Bad version: {version} (expect {self.VERSION})"
+            raise TProtocolException(TProtocolException.BAD_VERSION, message)
+        mtype = (ver_type >> self.TYPE_SHIFT_AMOUNT) & self.TYPE_BITS
+        seqid = readVarint(self.trans) & 0xFFFFFFFF
+        if seqid > 0x7FFFFFFF:  # written unsigned; the sequence id is a signed 32-bit int
+            seqid -= 1 << 32
+        size = readVarint(self.trans)
+        self._check_string_length(size)
+        return self.trans.readAll(size).decode("utf-8", "surrogateescape"), mtype, seqid
 
     def writeDouble(self, dub: float) -> None:
         self.trans.write(_double.pack(dub))
