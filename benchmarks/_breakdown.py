@@ -13,6 +13,7 @@ Not a test, and not thread-safe: it patches classes for the duration of one meas
 from __future__ import annotations
 
 import os
+import select
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -63,8 +64,18 @@ class _CannedSocket:
     def sendall(self, data: bytes) -> None:
         pass
 
+    def send(self, data: bytes) -> int:
+        return len(data)
+
     def recv(self, size: int) -> bytes:
         return self.reply
+
+
+class _ReadyPoller:
+    """Stands in for the connection's ``select.poll`` object: the canned reply is always ready."""
+
+    def poll(self, timeout: float | None = None) -> list[tuple[int, int]]:
+        return [(0, select.POLLIN)]
 
 
 def run(address: str, n: int, out: Callable[[str], None] = print) -> None:
@@ -90,6 +101,7 @@ def run(address: str, n: int, out: Callable[[str], None] = print) -> None:
             body = wire.encode_struct(args, spec)
             msg = wire.binary_message(b"executeWithParameter", wire.CALL, 1, body)
             request = wire.theader_frame(msg, 1)
+            sock.setblocking(True)  # the raw lines below: plain blocking calls
             sock.sendall(request)
             reply = sock.recv(65536)
             info = wire.parse_frame(reply, 4)
@@ -103,16 +115,17 @@ def run(address: str, n: int, out: Callable[[str], None] = print) -> None:
                 return sock.recv(65536)
 
             floor = line("raw socket: sendall + recv (the floor)", raw)
+            poller = select.poll()
+            poller.register(sock, select.POLLIN)
 
-            timeout = client._conn_config.request_timeout
-
-            def raw_timeouts() -> Any:
-                sock.settimeout(timeout)
+            def raw_poll() -> Any:
                 sock.sendall(request)
-                sock.settimeout(timeout)
+                poller.poll(10_000)
                 return sock.recv(65536)
 
-            line("raw socket with per-call settimeout, as the client does", raw_timeouts)
+            line("raw socket with a poll() before recv, as the client waits", raw_poll)
+            sock.setblocking(not conn._nonblocking)  # back as the connection keeps it
+            timeout = client._conn_config.request_timeout
 
             def conn_execute() -> Any:
                 conn._seqid = 0  # the canned reply carries seqid 1
@@ -121,7 +134,7 @@ def run(address: str, n: int, out: Callable[[str], None] = print) -> None:
                 return conn.execute(1, b"RETURN 1", None, deadline)
 
             conn_real = line("Connection.execute (real socket)", conn_execute)
-            with patched(conn, "_sock", _CannedSocket(reply)):
+            with patched(conn, "_sock", _CannedSocket(reply)), patched(conn, "_poller", _ReadyPoller()):
                 conn_py = line("Connection.execute, socket replaced (its Python work)", conn_execute)
             name = b"executeWithParameter"
             line("  ExecuteWithParameterArgs(...)",
