@@ -311,7 +311,10 @@ class FakeGraphd:
                     self._listener.close()
                     self._listener = None
             self._running = True
-            thread = threading.Thread(target=self._accept_loop, args=(self._wake_r,),
+            # made here, not in the thread: once start() returns the server holds every file
+            # descriptor it keeps while running (tests compare the process's open descriptors)
+            sel = selectors.DefaultSelector()
+            thread = threading.Thread(target=self._accept_loop, args=(self._wake_r, sel),
                                       name=f"fake-graphd-accept-{self._port}", daemon=True)
             self._accept_thread = thread
         thread.start()
@@ -659,14 +662,14 @@ class FakeGraphd:
 
     # ---- accepting -----------------------------------------------------------------------
 
-    def _accept_loop(self, wake_r: socket.socket) -> None:
+    def _accept_loop(self, wake_r: socket.socket, sel: selectors.BaseSelector) -> None:
         """Accept connections until the server stops (or restarts with another wake socket).
 
         Waits with ``selectors`` (epoll on Linux), not ``select.select``, which cannot watch file
         descriptors >= 1024. An error that would recur at once (out of file descriptors) pauses
         the listener for ``_ACCEPT_BACKOFF`` seconds instead of being retried in a busy loop.
+        Closes ``sel`` (made by :meth:`start`) when it ends.
         """
-        sel = selectors.DefaultSelector()
         try:
             sel.register(wake_r, selectors.EVENT_READ)
             watched: Optional[socket.socket] = None  # the listener registered with ``sel``
