@@ -83,18 +83,7 @@ def _request_timeout(cfg: ConnectionConfig, timeout: Any) -> Optional[float]:
 def _inf(limit: float | None) -> float:
     return math.inf if limit is None else limit
 
-
-#: ServerSession.space after a statement on it got no usable reply: it may have switched space
-#: (``USE x; ...``), so the session is put back in the configured space (or replaced) before it
-#: is reused. Such a session never reaches the fast path: _checkin() lets it keep no connection.
-_SPACE_UNKNOWN = "\x00unknown"
 _BAD_CREDENTIALS = -1001  # E_BAD_USERNAME_PASSWORD
-
-
-def _forget_space(session: ServerSession | None) -> None:
-    if session is not None:
-        session.space = _SPACE_UNKNOWN
-        session.space_raw = b"\x00"  # matches no space_name: the next reply's is taken, whatever it is
 
 
 def _not_a_flag(idempotent: object) -> NoReturn:
@@ -217,7 +206,6 @@ class _Prepared:
 
 
 #: the statement whose reply tells a session's current space when there is none to USE
-_SPACE_PROBE = _Prepared("RETURN 1", b"RETURN 1", None)
 
 
 def _prepare(statement: str, params: Params) -> _Prepared:
@@ -249,7 +237,8 @@ class NebulaClient:
 
     Each call borrows a session from a per-host pool (round-robin over healthy hosts), runs the
     statement on one connection, and gives the session back. At most ``hosts × size`` statements
-    run at once; a session never runs two at once.
+    wait for a reply at once; a session never runs two at once (one whose statement got no reply
+    is retired, not reused while graphd may still be running it).
 
     :param hosts: ``"h:p"``, ``"h1:p1,h2:p2"``, ``["h:p", ...]``, ``[("h", p)]`` or ``"[::1]:9669"``.
     :param username: graphd user.
@@ -682,24 +671,34 @@ class NebulaClient:
 
     def _shutdown(self, *, sign_out: bool) -> None:
         idle = self._broker.close(self._close_timeout)
-        if sign_out:
-            with self._orphans_lock:
-                threads = list(self._signout_threads)
-            # sign-outs on their way: let them finish (or fail) first; each is bounded by
-            # connect_timeout, and all of them together by close_timeout
-            limit = None if self._close_timeout is None else time.monotonic() + self._close_timeout
-            for thread in threads:
-                thread.join(None if limit is None else max(0.0, limit - time.monotonic()))
-            with self._orphans_lock:
-                orphans, self._orphans = self._orphans, []
-            unreachable: set[str] = set()  # hosts a sign-out could not reach: not tried again
-            for host, session in [*idle, *orphans]:
-                self._signout(host, session, None, unreachable)
-        abort = self._broker.busy_count() > 0
-        for host in self._hosts:
-            # Statements still running past close_timeout are cut off: their callers get
-            # OutcomeUnknown (shutdown() wakes a thread blocked reading).
-            host.conn_pool.close(abort_active=abort)
+        try:
+            if sign_out:
+                self._sign_out_all(idle)
+        finally:
+            for host, session in idle:  # connections kept by sessions a failed step left behind
+                kept, session.conn = session.conn, None
+                if kept is not None:
+                    host.conn_pool.release(kept)
+            abort = self._broker.busy_count() > 0
+            for host in self._hosts:
+                # Statements still running past close_timeout are cut off: their callers get
+                # OutcomeUnknown (shutdown() wakes a thread blocked reading).
+                host.conn_pool.close(abort_active=abort)
+
+    def _sign_out_all(self, idle: list[tuple[HostEntry, ServerSession]]) -> None:
+        """:meth:`close`'s sign-outs: the idle sessions, and those earlier sign-outs missed."""
+        with self._orphans_lock:
+            threads = list(self._signout_threads)
+        # sign-outs on their way: let them finish (or fail) first; each is bounded by
+        # connect_timeout, and all of them together by close_timeout
+        limit = None if self._close_timeout is None else time.monotonic() + self._close_timeout
+        for thread in threads:
+            thread.join(None if limit is None else max(0.0, limit - time.monotonic()))
+        with self._orphans_lock:
+            orphans, self._orphans = self._orphans, []
+        unreachable: set[str] = set()  # hosts a sign-out could not reach: not tried again
+        for host, session in [*idle, *orphans]:
+            self._signout(host, session, None, unreachable)
 
     def _run(self, prepared: _Prepared, timeout: Optional[float], idempotent: bool,
              as_json: bool = False, *, lease: Lease | None = None, attempts: int = 0,
@@ -836,19 +835,30 @@ class NebulaClient:
             finally:
                 self._checkin(lease, conn)
         except (ConnectionFailed, OutcomeUnknown) as error:
-            if sent:  # as in _attempt: the session's space is not known any more
-                _forget_space(lease.session)
+            if sent:  # as in _attempt: graphd may still be running it
+                self._retire(lease, None)
             self._give_back(lease)
             if self._may_retry(error, 1, overall, idempotent):
                 return cast("ResultSet", self._run(prepared, _DEFAULT, idempotent, attempts=1, start=start))
             raise
         except BaseException as error:
             if sent and not isinstance(error, ServerError):
-                _forget_space(lease.session)
+                self._retire(lease, None)
             self._give_back(lease)
             raise
         self._give_back(lease)
         return cast("ResultSet", self._result(resp, prepared, host, session, start, False))
+
+    def _retire(self, lease: Lease, conn: Connection | None) -> None:
+        """Drop the lease's session after a statement sent on it got no usable reply (none in time,
+        a broken connection, a reply too big or malformed, Ctrl-C while waiting). graphd may still
+        be running the statement, and a session runs one statement at a time: the session is
+        signed out (on ``conn`` if that is still sound, else from a background thread) and never
+        used again. The slot gets a new session when it is next needed; a session block goes on
+        with a new session in the block's last known space."""
+        session, lease.session = lease.session, None
+        if session is not None:
+            self._signout(lease.host, session, conn, wait=False)
 
     def _give_back(self, lease: Lease) -> None:
         """Return a lease to the broker (signing out its session if the client closed meanwhile)."""
@@ -884,12 +894,10 @@ class NebulaClient:
         restore_space: bool,
         release: bool = True,
         space: str | None = None,
-        first: bool = False,
     ) -> tuple[Any, ServerSession | None]:
         """Run one statement on the lease's host. Gives the lease back unless ``release`` is off.
         ``space``: where a session made here must be before the statement runs (a session block's
-        space, when its session had to be replaced). ``first``: a session block's first
-        statement (its session, if any, comes from the pool as another caller left it)."""
+        space, when its session had to be replaced)."""
         host = lease.host
         try:
             conn = self._checkout(lease, overall)
@@ -905,15 +913,6 @@ class NebulaClient:
                     session = lease.session = self._authenticate(host, conn, overall)
                     if space and session.space != space:
                         self._move_to(host, lease, conn, session, space, overall)
-                elif session.space is _SPACE_UNKNOWN and (restore_space or first):
-                    # a pooled call, or a block's first statement (on a session another caller's
-                    # statement left in doubt): back to the configured space, or a new session.
-                    # (A block's own doubtful statement is the block's to sort out: its next
-                    # reply says where the session is.)
-                    self._restore_space(host, lease, conn, overall)  # USE, or sign it out
-                    session = lease.session
-                    if session is None:
-                        session = lease.session = self._authenticate(host, conn, overall)
                 lease.statements += 1
                 try:
                     resp, code = self._send(conn, session, prepared, req_timeout, overall, as_json)
@@ -925,8 +924,8 @@ class NebulaClient:
                     raise  # a reply came, and _settle left the session where it belongs
                 except BaseException:
                     # sent, and no usable reply (none, too big, malformed, Ctrl-C while waiting):
-                    # graphd may have run it, so the session's space is not known any more
-                    _forget_space(lease.session)
+                    # graphd may still be running it
+                    self._retire(lease, conn)
                     raise
                 return resp, session
             finally:
@@ -964,7 +963,7 @@ class NebulaClient:
         if code in _SESSION_INVALID:
             # graphd rejected the statement before running it: renew the session, retry once.
             self._broker.count(host, "session_renewals")
-            lost_space = session.space if session.space is not _SPACE_UNKNOWN else space
+            lost_space = session.space or space
             lease.session = None
             session = lease.session = self._authenticate(host, conn, overall)
             if not restore_space and lost_space and lost_space != session.space:
@@ -997,20 +996,24 @@ class NebulaClient:
             conn, session.conn = session.conn, None
             if host.conn_pool.reuse(conn, deadline):
                 return conn
+        limit = self._conn_config.connect_timeout
+        short = deadline is not None and (limit is None or deadline - time.monotonic() < limit)
         try:
             return host.conn_pool.acquire(deadline)
         except ConnectionFailed as exc:
-            if not isinstance(exc, IncompatibleServer):
+            # A connect cut short by the caller's own deadline (less than connect_timeout was left,
+            # and it ran out) says nothing about the host: it is not marked down for everyone.
+            if not isinstance(exc, IncompatibleServer) and not (
+                short and deadline is not None and time.monotonic() >= deadline
+            ):
                 self._broker.mark_down(host, exc)
             raise
 
     def _checkin(self, lease: Lease, conn: Connection) -> None:
         """After a statement: the session keeps a healthy connection; otherwise the pool gets it."""
         session = lease.session
-        if (session is not None and self._keep_conns and not self._broker.closed and conn.is_usable
-                and session.space is not _SPACE_UNKNOWN):  # fmt: skip
-            # kept while idle: the next borrower skips the connection pool (on the fast path,
-            # which assumes a known space: a session whose space is unknown keeps none)
+        if session is not None and self._keep_conns and not self._broker.closed and conn.is_usable:
+            # kept while idle: the next borrower skips the connection pool
             session.conn = conn
         else:
             lease.host.conn_pool.release(conn)
@@ -1148,16 +1151,6 @@ class NebulaClient:
             return
         wanted = self._session_config.space
         if wanted is None:
-            if session.space is _SPACE_UNKNOWN:
-                # No space to USE: ask graphd which space the session is in (any reply says), and
-                # keep the session if it is still in none.
-                try:
-                    reply, code = self._send(conn, session, _SPACE_PROBE, self._conn_config.request_timeout,
-                                             deadline, False)  # fmt: skip
-                except NebulaError:
-                    code = -1
-                if code == 0 and session.space is _SPACE_UNKNOWN:
-                    session.space = ""  # the reply named no space
             if session.space:
                 # No configured space to go back to: a session that chose one is not shared.
                 lease.session = None
@@ -1175,8 +1168,6 @@ class NebulaClient:
         if code != 0:
             lease.session = None
             self._signout(host, session, conn, wait=False)
-        elif session.space is _SPACE_UNKNOWN:  # a reply without a space name: the USE worked
-            session.space, session.space_raw = wanted, wanted.encode("utf-8")
 
     def _signout(self, host: HostEntry, session: ServerSession, conn: Connection | None,
                  unreachable: set[str] | None = None, *, wait: bool = True) -> None:  # fmt: skip
@@ -1219,8 +1210,10 @@ class NebulaClient:
                 thread = threading.Thread(target=self._signout_in_background, args=(host, session),
                                           name=f"nebula_sync-signout-{host.name}", daemon=True)  # fmt: skip
                 with self._orphans_lock:
+                    # started under the lock: close() only ever sees (and joins) started threads,
+                    # and the thread's own discard waits for the add
                     self._signout_threads.add(thread)
-                thread.start()
+                    thread.start()
                 return
             self._signout_elsewhere(host, session, unreachable)
             return
@@ -1286,7 +1279,6 @@ class Session:
         #: the space the block's session was last seen in: a session that has to be replaced
         #: during the block (lost, too old) is moved there before the statement runs
         self._space: str | None = None
-        self._started = False  # a statement ran (or was tried) in this block
         #: the process the block was opened in: in a child forked inside the block, the session
         #: is the parent's, and the child must neither use it nor give it back (or sign it out)
         self._pid = _fork._pid
@@ -1298,12 +1290,11 @@ class Session:
 
     @property
     def space(self) -> str:
-        """The session's current space as graphd last reported it (``""`` before any, or while
-        unknown: after a statement that got no reply, until the next reply)."""
+        """The session's current space as graphd last reported it (``""`` before any; also after a
+        statement that got no usable reply, which retires the session, until the next statement
+        runs on its replacement)."""
         session = self._lease.session
-        if session is None or session.space is _SPACE_UNKNOWN:
-            return ""
-        return session.space
+        return "" if session is None else session.space
 
     def execute(self, statement: str, params: Params = None, *,
                 timeout: Optional[float] = _DEFAULT, idempotent: bool = False) -> ResultSet:  # fmt: skip
@@ -1332,24 +1323,25 @@ class Session:
             )
         if idempotent is not False and idempotent is not True:
             _not_a_flag(idempotent)
-        if self._done:
-            raise ClientClosed("this session block has ended")
         if not self._busy.acquire(blocking=False):
+            if self._done:
+                raise ClientClosed("this session block has ended")
             raise RuntimeError("a Session runs one statement at a time; it is used by another thread")
         try:
+            if self._done:  # checked under the lock: _finish() takes it before giving the lease back
+                raise ClientClosed("this session block has ended")
             req_timeout = _request_timeout(client._conn_config, timeout)
             start = time.monotonic()
             overall = None if req_timeout is None else start + req_timeout
-            if self._lease.session is not None and self._lease.session.space is not _SPACE_UNKNOWN:
+            if self._lease.session is not None:
                 self._space = self._lease.session.space  # after the block's earlier statements
-            first, self._started = not self._started, True
             attempts = 0
             while True:
                 attempts += 1
                 try:
                     resp, session = client._attempt(self._lease, prepared, req_timeout, overall, as_json,
                                                     restore_space=False, release=False,
-                                                    space=self._space, first=first)  # fmt: skip
+                                                    space=self._space)  # fmt: skip
                 except (ConnectionFailed, OutcomeUnknown) as exc:
                     # once more on this session's host: nothing was sent (ConnectionFailed), or
                     # the caller said running the statement twice is safe
@@ -1363,27 +1355,41 @@ class Session:
     def _finish(self) -> None:
         if self._done:
             return
-        self._done = True
+        self._done = True  # no statement starts any more
         if self._pid != _fork._pid:
             return  # the parent's session: not this process's to give back or sign out
+        # A statement another thread still runs on the block (a misuse, but possible) finishes
+        # first: the session goes back to the pool idle, never in the middle of a statement.
+        with self._busy:
+            self._return_lease()
+
+    def _return_lease(self) -> None:
+        """Put the session back in the configured space, and give the lease back (always: also
+        when that is interrupted, which drops the session instead)."""
         client = self._client
         lease = self._lease
-        session = lease.session
-        if session is not None and not client._broker.closed and session.space != client._home_space:
-            try:
-                limit = client._conn_config.connect_timeout or 5.0
-                conn = client._checkout(lease, time.monotonic() + limit)
-            except NebulaError:
-                lease.session = None
-                client._signout(lease.host, session, None)
-            else:
+        try:
+            session = lease.session
+            if session is not None and not client._broker.closed and session.space != client._home_space:
                 try:
-                    client._restore_space(lease.host, lease, conn, None)
-                finally:
-                    client._checkin(lease, conn)
-        leftover = client._broker.release(lease, lease.session)
-        if leftover is not None:
-            client._signout(lease.host, leftover, None)
+                    limit = client._conn_config.connect_timeout or 5.0
+                    conn = client._checkout(lease, time.monotonic() + limit)
+                except NebulaError:
+                    lease.session = None
+                    client._signout(lease.host, session, None)
+                else:
+                    try:
+                        client._restore_space(lease.host, lease, conn, None)
+                    finally:
+                        client._checkin(lease, conn)
+        except BaseException:
+            # interrupted (Ctrl-C) while putting the session back: it may be in any space
+            client._retire(lease, None)
+            raise
+        finally:
+            leftover = client._broker.release(lease, lease.session)
+            if leftover is not None:
+                client._signout(lease.host, leftover, None)
 
 
 # ---- fork handling -----------------------------------------------------------------------------

@@ -348,6 +348,9 @@ class Connection:
                     self._sendall(sock, frame, deadline, sent)
             except OSError as exc:
                 raise self._send_failed("executeWithParameter", exc) from exc
+            except BaseException:  # Ctrl-C mid-send: part of the frame may be out; never reuse
+                self.close()
+                raise
         else:
             current = self._timeout
             # _settimeout()'s test, inlined (with no max() call: within 5 ms, or else within 2 %):
@@ -361,6 +364,9 @@ class Connection:
                 sock.sendall(frame)
             except OSError as exc:
                 raise self._send_failed("executeWithParameter", exc) from exc
+            except BaseException:  # Ctrl-C mid-send: part of the frame may be out; never reuse
+                self.close()
+                raise
         # _receive() and _decode() inlined for the common case: the socket's timeout covers the
         # deadline (set above), so the first recv goes straight out, and a reply that is one whole
         # frame within the limits, starting with exactly the header and envelope expected, is
@@ -499,10 +505,10 @@ class Connection:
             frame = _pack_theader(14 + len(msg), 0x0FFF, 0, seqid, 1) + b"\0\0\0\0" + msg
         else:
             frame = _pack_u32(len(msg)) + msg
+        timeout = self.config.request_timeout if deadline is None else deadline - time.monotonic()
+        if timeout is not None and timeout <= 0:
+            raise self._no_time_to_send(method)
         try:
-            timeout = self.config.request_timeout if deadline is None else deadline - time.monotonic()
-            if timeout is not None and timeout <= 0:
-                raise self._no_time_to_send(method)
             if self._nonblocking:
                 self._sendall(sock, frame, None if timeout is None else time.monotonic() + timeout)
             else:
@@ -510,6 +516,9 @@ class Connection:
                 sock.sendall(frame)  # the socket's timeout bounds the whole of it
         except OSError as exc:
             raise self._send_failed(method, exc) from exc
+        except BaseException:  # Ctrl-C mid-send: part of the frame may be out; never reuse
+            self.close()
+            raise
         return seqid
 
     def _call(self, method: str, args: Any, decoder: Decoder, deadline: float | None) -> Any:

@@ -356,7 +356,7 @@ class ConnectionConfig:
 class SessionPoolConfig:
     """The session pool kept for each host.
 
-    :param size: sessions per host; at most ``hosts × size`` statements run at once.
+    :param size: sessions per host; at most ``hosts × size`` statements wait for a reply at once.
     :param wait_timeout: how long a caller waits for a free session: ``None`` waits forever,
         ``0`` fails at once with :class:`~nebula_sync.errors.PoolTimeout`.
     :param max_idle_time: a session idle longer than this is signed out and replaced when next

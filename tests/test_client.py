@@ -78,8 +78,14 @@ def test_examples_are_the_seed_code_with_only_the_import_changed() -> None:
         assert mine == seed.replace("from nebulagraph_python import", "from nebula_sync import")
 
 
-def _fixed_port_servers(ports: list[int]) -> Iterator[list[FakeGraphd]]:
-    servers = [FakeGraphd(port=p).start() for p in ports]
+#: the ports the seed examples name
+SEED_PORTS = (9669, 9670)
+
+
+@pytest.fixture
+def seed_hosts() -> Iterator[list[FakeGraphd]]:
+    """Fake graphds standing in for the seed examples' hosts, on free ports (see _run_example)."""
+    servers = [FakeGraphd().start() for _ in SEED_PORTS]
     try:
         yield servers
     finally:
@@ -87,15 +93,25 @@ def _fixed_port_servers(ports: list[int]) -> Iterator[list[FakeGraphd]]:
             s.stop()
 
 
-@pytest.fixture
-def seed_hosts() -> Iterator[list[FakeGraphd]]:
-    """Fake graphds on the ports the seed examples name (9669, 9670)."""
-    yield from _fixed_port_servers([9669, 9670])
+# Runs an example unchanged, with the client's host parsing mapped onto the fake graphds' ports
+# (a local graphd, or another run, may hold 9669 and 9670).
+_RUN_WITH_PORTS = """
+import runpy, sys
+from nebula_sync import _client, config
+ports = dict(zip(map(int, sys.argv[2].split(",")), map(int, sys.argv[3].split(","))))
+real = _client.parse_hosts
+_client.parse_hosts = lambda hosts: tuple(
+    config.HostAddress(a.host, ports.get(a.port, a.port)) for a in real(hosts))
+sys.argv = sys.argv[1:2]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
 
 
-def _run_example(name: str) -> str:
+def _run_example(name: str, servers: list[FakeGraphd]) -> str:
+    ports = ",".join(str(s.port) for s in servers)
+    seed_ports = ",".join(map(str, SEED_PORTS[: len(servers)]))
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / name)],
+        [sys.executable, "-c", _RUN_WITH_PORTS, str(ROOT / "examples" / name), seed_ports, ports],
         capture_output=True, text=True, timeout=60, cwd=ROOT,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -106,7 +122,7 @@ def test_seed_async_example_runs_and_respects_per_session_concurrency(seed_hosts
     # Slow each statement down so the six run at the same time; the servers count the overlap.
     for server in seed_hosts:
         server.script(re.compile(r"^RETURN \d+$"), delay=0.3)
-    out = _run_example("seed_async_gather.py")
+    out = _run_example("seed_async_gather.py", seed_hosts)
     # Each of the six results is printed as a table holding its own value.
     for i in range(6):
         assert re.search(rf"\|\s*{i}\s*\|", out), out
@@ -121,7 +137,7 @@ def test_seed_async_example_runs_and_respects_per_session_concurrency(seed_hosts
 
 
 def test_seed_thread_pool_example_runs(seed_hosts: list[FakeGraphd]) -> None:
-    out = _run_example("seed_thread_pool.py")
+    out = _run_example("seed_thread_pool.py", seed_hosts[:1])
     lines = [ln for ln in out.splitlines() if ln.startswith("{")]
     assert lines == [f"{{'idx': [{x}]}}" for x in range(8)]
     stats = settled(seed_hosts[0])
@@ -147,6 +163,8 @@ def test_32_threads_each_get_their_own_results(fake_graphd_factory: Factory) -> 
             done += 1
         return done
 
+    for server in servers:  # long enough that statements overlap: the servers see the pool's limits
+        server.script(re.compile(r"^RETURN \$t AS t"), delay=0.002)
     with ThreadPoolExecutor(32) as pool:
         counts = list(pool.map(worker, range(32)))
     assert errors == []
@@ -158,8 +176,8 @@ def test_32_threads_each_get_their_own_results(fake_graphd_factory: Factory) -> 
     for server in servers:
         s = settled(server)
         assert s.max_concurrent_statements_per_session == 1
-        assert s.max_concurrent_statements <= 4
-        assert s.authentications <= 4 + s.signouts  # never more than size live sessions per host
+        assert s.max_concurrent_statements == 4  # size=4 per host, all of them busy at once
+        assert s.authentications == 4  # never more than size sessions per host (none timed out)
         seen += s.statements
     assert seen == 32 * 300
     # round-robin: every host served a fair share
@@ -433,9 +451,12 @@ def test_slow_statement_times_out_and_the_next_gets_its_own_result(fake_graphd: 
         assert client.execute("RETURN 'fresh' AS v").rows() == [("fresh",)]
         # sent once: a statement whose outcome is unknown is not retried unless idempotent
         assert [e.statement for e in fake_graphd.statement_log()].count("RETURN 'slow'") == 1
-        # The session survived the timeout: the same server session ran both statements.
+        # graphd was still running the slow statement: its session was retired (signed out), and
+        # the next statement ran on a new one, never two at once on one session
         log = [e for e in fake_graphd.statement_log() if "RETURN" in e.statement]
-        assert log[0].session_id == log[-1].session_id
+        assert log[0].session_id != log[-1].session_id
+        assert fake_graphd.stats().max_concurrent_statements_per_session == 1
+        fake_graphd.wait_for(lambda s: s.authentications == 2 and s.signouts == 1, timeout=5.0)
 
 
 def test_idempotent_statement_is_retried_after_a_drop(fake_graphd: FakeGraphd) -> None:
@@ -445,6 +466,13 @@ def test_idempotent_statement_is_retried_after_a_drop(fake_graphd: FakeGraphd) -
             client.execute("RETURN 'flaky'")
         fake_graphd.script("RETURN 'flaky'", drop="mid_reply", times=1)
         assert client.execute("RETURN 'flaky'", idempotent=True).rows() == [("flaky",)]
+        # once for the first call, twice for the idempotent one (dropped, then retried)
+        assert [e.statement for e in fake_graphd.statement_log()].count("RETURN 'flaky'") == 3
+        # always dropped: retried a bounded number of times (one host: two attempts), then raised
+        fake_graphd.script("RETURN 'always'", drop="mid_reply")
+        with pytest.raises(OutcomeUnknown):
+            client.execute("RETURN 'always'", idempotent=True)
+        assert [e.statement for e in fake_graphd.statement_log()].count("RETURN 'always'") == 2
 
 
 def test_elapsed_time_and_last_use_come_from_the_reply(
@@ -625,9 +653,9 @@ def test_server_errors_carry_code_message_and_statement(fake_graphd: FakeGraphd)
         with pytest.raises(SemanticError):
             client.execute("RETURN $missing")
         fake_graphd.script("RETURN 'boom'", error=-1005, message="leader changed")
-        with pytest.raises(Exception) as info2:
+        with pytest.raises(ExecutionError) as info2:
             client.execute("RETURN 'boom'")
-        assert "leader changed" in str(info2.value)
+        assert info2.value.code == -1005 and "leader changed" in str(info2.value)
         assert client.execute("RETURN 3").rows() == [(3,)]
 
 
@@ -666,6 +694,10 @@ def test_close_waits_for_statements_in_flight(fake_graphd: FakeGraphd) -> None:
         running = pool.submit(client.execute, "RETURN 'slowish'")
         fake_graphd.wait_for(lambda s: s.statements_running == 1)
         closing = pool.submit(client.close)
+        wait_until(lambda: client.closed)  # close() has begun...
+        # ...and waits: the statement still runs, nothing is signed out, close() has not returned
+        # (it returns only after the release below, so checking it now cannot race)
+        assert fake_graphd.stats().statements_running == 1 and fake_graphd.stats().signouts == 0
         assert not closing.done()
         rule.release()
         assert running.result(5).rows() == [("slowish",)]
