@@ -12,9 +12,11 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Callable
 
 import pytest
+from thrift.protocol.TProtocol import TProtocolException
 from thrift.Thrift import TApplicationException
 
 from nebula_sync._thrift import service, ttypes, wire
+from nebula_sync.errors import ProtocolError
 from nebula_sync.testing import CompactV2Protocol, FakeGraphd, compact_message, parse_compact_message
 
 if TYPE_CHECKING:
@@ -134,8 +136,10 @@ def test_apache_compact_v1_is_rejected(fake_graphd: FakeGraphd, raw_client: RawF
 def test_compact_v2_codec_rejects_version_1() -> None:
     msg = bytearray(compact_message("x", wire.CALL, 0, None))
     msg[1] = 0x21
-    with pytest.raises(Exception, match="Bad version"):
+    with pytest.raises(ProtocolError, match=r"Bad version: 1 \(expect 2\)") as info:
         parse_compact_message(bytes(msg), None)
+    cause = info.value.__cause__
+    assert isinstance(cause, TProtocolException) and cause.type == TProtocolException.BAD_VERSION
     assert CompactV2Protocol.VERSION == 2
 
 

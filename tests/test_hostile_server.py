@@ -59,7 +59,11 @@ from nebula_sync.errors import (
     RequestTimeout,
 )
 
-TIMEOUT = 5.0  # bound on every call that should not time out
+TIMEOUT = 10.0  # bound on every call that should not time out
+#: How long a call may take beyond what it should (its own deadline, or none when the bytes decide):
+#: wide enough for a loaded 2-core machine, yet half of TIMEOUT, so a call that waited for a
+#: TIMEOUT deadline it should never have reached still fails.
+SLACK = TIMEOUT / 2
 CFG = ConnectionConfig(connect_timeout=TIMEOUT, request_timeout=TIMEOUT, tcp_keepalive=False)
 V = ttypes.Value
 PLAIN_EXECUTE = [service.ExecuteResult, service.ExecuteResult.thrift_spec]
@@ -174,7 +178,7 @@ def test_handshake_silence_times_out_as_connection_failed(serve: Any, conns: lis
     start = time.monotonic()
     with pytest.raises(ConnectionFailed):
         connect(server, conns, connect_timeout=0.3)
-    assert time.monotonic() - start < 0.3 + 2.0
+    assert time.monotonic() - start < 0.3 + SLACK  # open()'s own deadline is TIMEOUT
     assert_discarded(conns[0], server)
 
 
@@ -241,7 +245,7 @@ def test_wrong_reply_is_protocol_error_and_discards(serve: Any, conns: list[Conn
     start = time.monotonic()
     with pytest.raises(ProtocolError) as info:
         run(conn)
-    assert time.monotonic() - start < 2.0  # decided from the bytes, not by a timeout
+    assert time.monotonic() - start < SLACK  # decided from the bytes, not by a timeout
     assert info.value.host == server.address
     assert_discarded(conn, server)
     with pytest.raises(ConnectionFailed):
@@ -330,7 +334,7 @@ def test_oversized_frame_length_is_rejected_without_allocating(
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert elapsed < 1.0
+    assert elapsed < SLACK  # not read up to its deadline (the memory bound is the real check)
     assert peak < 8 * 1024 * 1024, f"peak {peak} bytes for a {length}-byte claim"
     assert_discarded(conn, server)
 
@@ -460,7 +464,7 @@ def test_eof_or_reset_mid_reply_is_outcome_unknown(
     with pytest.raises(OutcomeUnknown) as info:
         run(conn)
     assert type(info.value) is OutcomeUnknown  # EOF / reset, not a timeout
-    assert time.monotonic() - start < 2.0
+    assert time.monotonic() - start < SLACK
     assert not conn.is_usable
 
 
@@ -478,7 +482,7 @@ def test_read_timeout_closes_and_a_late_reply_is_never_returned(serve: Any, conn
     with pytest.raises(RequestTimeout):
         run(conn, limit)
     elapsed = time.monotonic() - start
-    assert limit <= elapsed < limit + 1.0
+    assert limit <= elapsed < limit + SLACK
     assert not conn.is_usable
     server.event("late").set()  # the late reply goes out only now, after the timeout
     server.wait_until(lambda s: s.eofs == 1)  # ... to a socket the client had closed
@@ -510,7 +514,7 @@ def test_slow_trickle_still_times_out_on_the_deadline(serve: Any, conns: list[Co
     start = time.monotonic()
     with pytest.raises(RequestTimeout):
         run(conn, limit)
-    assert limit <= time.monotonic() - start < limit + 1.0
+    assert limit <= time.monotonic() - start < limit + SLACK
     assert not conn.is_usable
 
 
@@ -533,7 +537,7 @@ def test_periodic_signals_do_not_stretch_the_deadline(serve: Any, conns: list[Co
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
-    assert len(ticks) >= 2 and limit <= elapsed < limit + 1.0
+    assert len(ticks) >= 2 and limit <= elapsed < limit + SLACK
 
 
 def test_a_slowly_read_send_stops_at_the_deadline(serve: Any, conns: list[Connection]) -> None:
@@ -559,7 +563,7 @@ def test_a_slowly_read_send_stops_at_the_deadline(serve: Any, conns: list[Connec
     start = time.monotonic()
     with pytest.raises(ConnectionFailed, match="did not finish within the request timeout"):
         conn.execute(1, stmt, None, time.monotonic() + limit)
-    assert limit <= time.monotonic() - start < limit + 1.0
+    assert limit <= time.monotonic() - start < limit + SLACK
     assert not conn.is_usable
 
 
@@ -571,7 +575,7 @@ def test_a_passed_deadline_sends_nothing(serve: Any, conns: list[Connection], pa
     start = time.monotonic()
     with pytest.raises(ConnectionFailed, match="no time left to send executeWithParameter.*not sent"):
         conn.execute(1, b"RETURN 1", params, time.monotonic() - 1)
-    assert time.monotonic() - start < 1.0
+    assert time.monotonic() - start < SLACK
     assert conn.is_usable and run(conn).error_code == 0  # the request the server read is the next one
 
 
@@ -616,7 +620,7 @@ def test_close_from_another_thread_aborts_a_blocked_call(serve: Any, conns: list
     conn.close()
     caller.join(TIMEOUT)
     assert not caller.is_alive()
-    assert time.monotonic() - start < 2.0  # woken at once, long before its deadline
+    assert time.monotonic() - start < SLACK  # woken at once, long before its deadline (TIMEOUT)
     assert type(outcome[0]) is OutcomeUnknown, repr(outcome[0])
     assert not conn.is_usable
     server.wait_until(lambda s: s.eofs == 1)
@@ -658,7 +662,7 @@ def test_close_between_write_and_read_is_a_typed_error(
     with pytest.raises(OutcomeUnknown) as info:
         conn.execute(1, b"RETURN 1", None, deadline)
     assert type(info.value) is OutcomeUnknown  # not a RequestTimeout: the close was noticed at once
-    assert time.monotonic() - start < 2.0
+    assert time.monotonic() - start < SLACK
     assert "was closed while waiting for executeWithParameter" in str(info.value)
     assert not conn.is_usable
     server.wait_until(lambda s: s.eofs == 1)
