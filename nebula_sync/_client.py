@@ -702,11 +702,14 @@ class NebulaClient:
 
     def _run(self, prepared: _Prepared, timeout: Optional[float], idempotent: bool,
              as_json: bool = False, *, lease: Lease | None = None, attempts: int = 0,
-             start: float | None = None) -> Any:  # fmt: skip
+             start: float | None = None, unknown: OutcomeUnknown | None = None) -> Any:  # fmt: skip
         """The general statement path: borrow, attempt, retry as the rules allow.
 
         :meth:`_run_fast` continues here: with the ``lease`` it borrowed (to be checked in full),
-        or after its failed first attempt (``attempts=1``), keeping its ``start``.
+        or after its failed first attempt (``attempts=1``), keeping its ``start``; ``unknown``:
+        that attempt's error if the statement may have run. Once an attempt's outcome is unknown,
+        that is what the call raises if a retry fails too: a later "not sent" or "pool timeout"
+        would hide that the statement may have run.
         """
         req_timeout = self._conn_config.request_timeout if timeout is _DEFAULT else (
             _request_timeout(self._conn_config, timeout)
@@ -717,14 +720,23 @@ class NebulaClient:
         while True:
             attempts += 1
             if lease is None:
-                lease = self._broker.borrow(wait_deadline)  # wait_deadline <= overall
+                try:
+                    lease = self._broker.borrow(wait_deadline)  # wait_deadline <= overall
+                except NebulaError:
+                    if unknown is not None:
+                        raise unknown  # noqa: B904  (the later error is its __context__)
+                    raise
             try:
                 resp, session = self._attempt(lease, prepared, req_timeout, overall, as_json,
                                               restore_space=True)  # fmt: skip
             except (ConnectionFailed, OutcomeUnknown) as exc:
+                if isinstance(exc, OutcomeUnknown):
+                    unknown = exc
                 if self._may_retry(exc, attempts, overall, idempotent):
                     lease = None
                     continue
+                if unknown is not None and unknown is not exc:
+                    raise unknown  # noqa: B904
                 raise
             return self._result(resp, prepared, lease.host, session, start, as_json)
 
@@ -839,7 +851,9 @@ class NebulaClient:
                 self._retire(lease, None)
             self._give_back(lease)
             if self._may_retry(error, 1, overall, idempotent):
-                return cast("ResultSet", self._run(prepared, _DEFAULT, idempotent, attempts=1, start=start))
+                earlier = error if isinstance(error, OutcomeUnknown) else None
+                return cast("ResultSet", self._run(prepared, _DEFAULT, idempotent, attempts=1, start=start,
+                                                   unknown=earlier))  # fmt: skip
             raise
         except BaseException as error:
             if sent and not isinstance(error, ServerError):
@@ -1336,6 +1350,7 @@ class Session:
             if self._lease.session is not None:
                 self._space = self._lease.session.space  # after the block's earlier statements
             attempts = 0
+            unknown: OutcomeUnknown | None = None
             while True:
                 attempts += 1
                 try:
@@ -1343,10 +1358,14 @@ class Session:
                                                     restore_space=False, release=False,
                                                     space=self._space)  # fmt: skip
                 except (ConnectionFailed, OutcomeUnknown) as exc:
+                    if isinstance(exc, OutcomeUnknown):
+                        unknown = exc
                     # once more on this session's host: nothing was sent (ConnectionFailed), or
                     # the caller said running the statement twice is safe
                     if attempts < 2 and (idempotent or isinstance(exc, ConnectionFailed)) and _left(overall):
                         continue
+                    if unknown is not None and unknown is not exc:
+                        raise unknown  # noqa: B904  (it may have run: what the caller must know)
                     raise
                 return client._result(resp, prepared, self._lease.host, session, start, as_json)
         finally:

@@ -206,6 +206,9 @@ class Connection:
                     f"TLS handshake with {self.host} failed ({hint}): {exc}", host=self.host
                 ) from exc
             raise ConnectionFailed(f"could not set up {self.host}: {exc}", host=self.host) from exc
+        except BaseException:  # Ctrl-C during the TLS handshake: the socket is not left to the GC
+            sock.close()
+            raise
         self._sock = sock
         # Deadlines are kept by polling, which recomputes the time left after a signal, not by the
         # kernel's SO_RCVTIMEO / SO_SNDTIMEO on a blocking socket: the kernel restarts its timer

@@ -29,6 +29,7 @@ from nebula_sync.config import HostAddress
 from nebula_sync.errors import (
     AuthenticationError,
     ClientClosed,
+    ConnectionFailed,
     ExecutionError,
     NebulaError,
     OutcomeUnknown,
@@ -77,6 +78,38 @@ def test_a_session_rejected_twice_is_an_error_and_not_pooled(fake_graphd: FakeGr
             client.execute("RETURN 5 AS v")
         assert client.execute("RETURN 6 AS v").rows() == [(6,)]
     assert fake_graphd.stats().authentications == 3  # the rejected one was dropped, a third made
+
+
+@pytest.mark.parametrize("block", [False, True], ids=["pooled", "session-block"])
+def test_a_failed_retry_does_not_hide_that_the_first_attempt_may_have_run(
+    fake_graphd: FakeGraphd, block: bool
+) -> None:
+    # An idempotent statement loses its connection after graphd took it (it may have run), and
+    # its retry cannot even be sent (the host refuses connections now): the caller must learn that
+    # the outcome is unknown, not "connection failed, nothing ran".
+    rule = fake_graphd.script("RETURN 'lost'", hold=True, drop="before_reply", times=1)
+
+    def refuse_then_drop() -> None:
+        fake_graphd.wait_for(lambda s: s.statements_running == 1)
+        fake_graphd.refuse_connections(True)
+        rule.release()
+
+    thread = threading.Thread(target=refuse_then_drop)
+    thread.start()
+    try:
+        with make_client(fake_graphd) as client:
+            with pytest.raises(OutcomeUnknown) as info:
+                if block:
+                    with client.session() as session:
+                        session.execute("RETURN 'lost'", idempotent=True)
+                else:
+                    client.execute("RETURN 'lost'", idempotent=True)
+            assert not info.value.is_retryable()
+            assert isinstance(info.value.__context__, ConnectionFailed)  # the retry's own failure
+    finally:
+        thread.join(10)
+        rule.release()
+        fake_graphd.refuse_connections(False)
 
 
 def test_a_server_error_is_raised_and_never_retried(fake_graphd: FakeGraphd) -> None:

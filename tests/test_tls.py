@@ -479,3 +479,19 @@ def test_cli_rejects_tls_flags_without_a_certificate(pki: Pki) -> None:
     )  # fmt: skip
     assert proc.returncode != 0
     assert "--tls-cert" in proc.stderr
+
+
+def test_ctrl_c_during_the_tls_handshake_closes_the_socket(
+    tls_graphd: FakeGraphd, pki: Pki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wrapped: list[socket.socket] = []
+
+    def interrupted(self: ssl.SSLContext, sock: socket.socket, **kw: Any) -> ssl.SSLSocket:
+        wrapped.append(sock)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ssl.SSLContext, "wrap_socket", interrupted)
+    conn = Connection(HostAddress("127.0.0.1", tls_graphd.port), conn_config(TLSConfig(ca_file=pki.ca_file)))
+    with pytest.raises(KeyboardInterrupt):
+        conn.open()
+    assert len(wrapped) == 1 and wrapped[0].fileno() == -1  # closed, not left to the GC
