@@ -717,11 +717,12 @@ class NebulaClient:
         if start is None:
             start = time.monotonic()
         wait_deadline, overall = self._deadlines(start, req_timeout)
+        avoid: HostEntry | None = None  # a host that refused this call a new session
         while True:
             attempts += 1
             if lease is None:
                 try:
-                    lease = self._broker.borrow(wait_deadline)  # wait_deadline <= overall
+                    lease = self._broker.borrow(wait_deadline, avoid)  # wait_deadline <= overall
                 except NebulaError:
                     if unknown is not None:
                         raise unknown  # noqa: B904  (the later error is its __context__)
@@ -737,6 +738,16 @@ class NebulaClient:
                     continue
                 if unknown is not None and unknown is not exc:
                     raise unknown  # noqa: B904
+                raise
+            except AuthenticationError as exc:
+                # A host refused a new session for a reason other than the credentials (its
+                # per-user session limit): the statement was not sent, so it may go on on a session
+                # of another host, or one this host already has (none is made there for it).
+                if (exc.code != _BAD_CREDENTIALS and unknown is None and attempts <= len(self._hosts)
+                        and len(self._hosts) > 1 and _left(overall)):  # fmt: skip
+                    log.debug("trying another host after: %s", exc)
+                    avoid, lease = lease.host, None
+                    continue
                 raise
             return self._result(resp, prepared, lease.host, session, start, as_json)
 
@@ -1131,11 +1142,14 @@ class NebulaClient:
                 code=resp.error_code or 0,
                 host=host.name,
             )
-            with self._auth_lock:
-                # Back off exponentially so a wrong password does not hammer graphd.
-                self._auth_failures += 1
-                self._auth_error = err
-                self._auth_retry_at = time.monotonic() + min(2.0, 0.05 * 2 ** (self._auth_failures - 1))
+            if err.code == _BAD_CREDENTIALS:
+                with self._auth_lock:
+                    # Back off exponentially so a wrong password does not hammer graphd. (Other
+                    # refusals, such as one host's per-user session limit, are that host's: the
+                    # call may go on on another host, see _run.)
+                    self._auth_failures += 1
+                    self._auth_error = err
+                    self._auth_retry_at = time.monotonic() + min(2.0, 0.05 * 2 ** (self._auth_failures - 1))
             raise err
         with self._auth_lock:
             self._auth_failures = 0

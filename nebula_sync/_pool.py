@@ -339,10 +339,11 @@ class Lease:
 
 
 class _Waiter:
-    __slots__ = ("deadline", "error", "event", "lease")
+    __slots__ = ("avoid", "deadline", "error", "event", "lease")
 
-    def __init__(self, deadline: float | None = None) -> None:
+    def __init__(self, deadline: float | None = None, avoid: HostEntry | None = None) -> None:
         self.deadline = deadline
+        self.avoid = avoid
         self.event = threading.Event()
         self.lease: Lease | None = None
         self.error: BaseException | None = None
@@ -441,8 +442,10 @@ class SessionBroker:
             host.busy += 1
             return Lease(host, None)
 
-    def borrow(self, deadline: float | None) -> Lease:
+    def borrow(self, deadline: float | None, avoid: HostEntry | None = None) -> Lease:
         """Take a session slot on some healthy host, waiting (FIFO) until ``deadline`` if all are busy.
+        ``avoid``: a host that just refused a new session (its session limit): no new session is
+        made there for this borrower (one it already has may still be lent).
 
         :raises PoolTimeout: nothing was free in time.
         :raises NoHostAvailable: every host is down and none can be retried before ``deadline``.
@@ -456,7 +459,7 @@ class SessionBroker:
                 # caller never overtakes a waiter (FIFO).
                 self._dispatch_locked()
             if not self._waiters:
-                lease = self._take_locked(time.monotonic())
+                lease = self._take_locked(time.monotonic(), avoid)
                 if lease is not None:
                     return lease
             if self._hopeless_locked(deadline):
@@ -466,7 +469,7 @@ class SessionBroker:
                 raise self._timeout_error_locked(0.0)
             # Every session is busy, or every host is backing off but one may be retried before
             # the deadline: queue (FIFO) until a hand-off or that retry time.
-            waiter = _Waiter(deadline)
+            waiter = _Waiter(deadline, avoid)
             self._waiters.append(waiter)
         waited_from = time.monotonic()
         try:
@@ -546,7 +549,7 @@ class SessionBroker:
             return True
         return now >= host.retry_at and not host.probing
 
-    def _take_locked(self, now: float) -> Lease | None:
+    def _take_locked(self, now: float, avoid: HostEntry | None = None) -> Lease | None:
         count = len(self.hosts)
         start = self._rr
         self._rr = (start + 1) % count
@@ -562,7 +565,7 @@ class SessionBroker:
             if host.idle:
                 host.busy += 1
                 return Lease(host, host.idle.pop())
-            if host.busy + len(host.idle) < self.size:
+            if host.busy + len(host.idle) < self.size and host is not avoid:
                 host.busy += 1
                 return Lease(host, None)
         return None
@@ -573,7 +576,7 @@ class SessionBroker:
             return
         now = time.monotonic()
         while self._waiters:
-            lease = self._take_locked(now)
+            lease = self._take_locked(now, self._waiters[0].avoid)
             if lease is None:
                 return
             waiter = self._waiters.popleft()

@@ -141,6 +141,33 @@ def test_session_limit_names_the_limit_and_the_client_recovers(fake_graphd_facto
     settled(server)
 
 
+def test_a_host_at_its_session_limit_sends_callers_to_another_host(fake_graphd_factory: Factory) -> None:
+    # Host a allows one session, host b three: six callers at once all get a session, on b (or
+    # a's one) as they come free, instead of a's refusal ("Too many sessions") reaching them.
+    a = fake_graphd_factory(max_sessions_per_ip_per_user=1)
+    b = fake_graphd_factory()
+    rules = [server.script("RETURN 'held'", hold=True) for server in (a, b)]
+    client = NebulaClient([a.address, b.address], "root", "nebula",
+                          session_pool_config=SessionPoolConfig(size=3, wait_timeout=10.0),
+                          conn_config=ConnectionConfig(request_timeout=10.0))  # fmt: skip
+    try:
+        with ThreadPoolExecutor(6) as pool:
+            calls = [pool.submit(client.execute, "RETURN 'held'") for _ in range(6)]
+            wait_until(lambda: a.stats().statements_running + b.stats().statements_running == 4)
+            assert a.stats().authentication_failures >= 1  # a's limit was hit
+            for rule in rules:
+                rule.release()
+            assert [c.result(10).rows() for c in calls] == [[("held",)]] * 6
+        assert a.stats().max_concurrent_statements_per_session == 1
+        assert b.stats().max_concurrent_statements_per_session == 1
+    finally:
+        for rule in rules:
+            rule.release()
+        client.close()
+    settled(a)
+    settled(b)
+
+
 def test_session_limit_inside_one_client_larger_than_the_limit(fake_graphd_factory: Factory) -> None:
     # size=4 but graphd allows 2 sessions: the pool must work with the 2 it gets, without leaking.
     server = fake_graphd_factory(max_sessions_per_ip_per_user=2)
