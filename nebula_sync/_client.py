@@ -84,6 +84,9 @@ def _inf(limit: float | None) -> float:
     return math.inf if limit is None else limit
 
 _BAD_CREDENTIALS = -1001  # E_BAD_USERNAME_PASSWORD
+#: a connect cut short by the caller's own deadline after less than this (seconds) does not mark
+#: the host down (see _checkout)
+_CONNECT_EVIDENCE = 0.25
 
 
 def _not_a_flag(idempotent: object) -> NoReturn:
@@ -204,8 +207,6 @@ class _Prepared:
         self.stmt = stmt
         self.params = params
 
-
-#: the statement whose reply tells a session's current space when there is none to USE
 
 
 def _prepare(statement: str, params: Params) -> _Prepared:
@@ -743,11 +744,19 @@ class NebulaClient:
                 # A host refused a new session for a reason other than the credentials (its
                 # per-user session limit): the statement was not sent, so it may go on on a session
                 # of another host, or one this host already has (none is made there for it).
-                if (exc.code != _BAD_CREDENTIALS and unknown is None and attempts <= len(self._hosts)
+                if (exc.code != _BAD_CREDENTIALS and attempts <= len(self._hosts)
                         and len(self._hosts) > 1 and _left(overall)):  # fmt: skip
                     log.debug("trying another host after: %s", exc)
                     avoid, lease = lease.host, None
                     continue
+                if unknown is not None:
+                    raise unknown  # noqa: B904
+                raise
+            except ServerError:
+                raise  # a definite reply to this attempt
+            except NebulaError:
+                if unknown is not None:  # e.g. the client closed during a retry
+                    raise unknown  # noqa: B904
                 raise
             return self._result(resp, prepared, lease.host, session, start, as_json)
 
@@ -858,7 +867,7 @@ class NebulaClient:
             finally:
                 self._checkin(lease, conn)
         except (ConnectionFailed, OutcomeUnknown) as error:
-            if sent:  # as in _attempt: graphd may still be running it
+            if sent and isinstance(error, OutcomeUnknown):  # as in _attempt: graphd may still run it
                 self._retire(lease, None)
             self._give_back(lease)
             if self._may_retry(error, 1, overall, idempotent):
@@ -883,7 +892,9 @@ class NebulaClient:
         with a new session in the block's last known space."""
         session, lease.session = lease.session, None
         if session is not None:
-            self._signout(lease.host, session, conn, wait=False)
+            # once the client is closed (a statement close() cut off), in this thread: a
+            # background one could be killed by the process's exit before it signed out
+            self._signout(lease.host, session, conn, wait=self._broker.closed)
 
     def _give_back(self, lease: Lease) -> None:
         """Return a lease to the broker (signing out its session if the client closed meanwhile)."""
@@ -947,6 +958,8 @@ class NebulaClient:
                                                      restore_space=restore_space, space=space)  # fmt: skip
                 except ServerError:
                     raise  # a reply came, and _settle left the session where it belongs
+                except ConnectionFailed:
+                    raise  # the statement was not sent (or not whole): the session is fine
                 except BaseException:
                     # sent, and no usable reply (none, too big, malformed, Ctrl-C while waiting):
                     # graphd may still be running it
@@ -1022,15 +1035,19 @@ class NebulaClient:
             if host.conn_pool.reuse(conn, deadline):
                 return conn
         limit = self._conn_config.connect_timeout
-        short = deadline is not None and (limit is None or deadline - time.monotonic() < limit)
+        began = time.monotonic()
+        short = deadline is not None and (limit is None or deadline - began < limit)
         try:
             return host.conn_pool.acquire(deadline)
         except ConnectionFailed as exc:
-            # A connect cut short by the caller's own deadline (less than connect_timeout was left,
-            # and it ran out) says nothing about the host: it is not marked down for everyone.
-            if not isinstance(exc, IncompatibleServer) and not (
-                short and deadline is not None and time.monotonic() >= deadline
-            ):
+            # A connect the caller's own deadline cut short (less than connect_timeout was left)
+            # within moments says nothing about the host: it is not marked down for everyone. One
+            # that waited longer is evidence (a hung graphd must be found with short deadlines
+            # too), and a failed re-probe of a down host always restarts its backoff.
+            now = time.monotonic()
+            own = (short and not lease.probe and deadline is not None and now >= deadline
+                   and now - began < _CONNECT_EVIDENCE)  # fmt: skip
+            if not isinstance(exc, IncompatibleServer) and not own:
                 self._broker.mark_down(host, exc)
             raise
 
@@ -1241,7 +1258,12 @@ class NebulaClient:
                     # started under the lock: close() only ever sees (and joins) started threads,
                     # and the thread's own discard waits for the add
                     self._signout_threads.add(thread)
-                    thread.start()
+                    try:
+                        thread.start()
+                    except RuntimeError:  # no thread to be had: close() signs it out
+                        self._signout_threads.discard(thread)
+                        if len(self._orphans) < _MAX_ORPHANS:
+                            self._orphans.append((host, session))
                 return
             self._signout_elsewhere(host, session, unreachable)
             return
@@ -1304,6 +1326,7 @@ class Session:
         self._lease = lease
         self._busy = threading.Lock()
         self._done = False
+        self._returned = False  # the lease went back (see _return_lease_if_free)
         #: the space the block's session was last seen in: a session that has to be replaced
         #: during the block (lost, too old) is moved there before the statement runs
         self._space: str | None = None
@@ -1381,20 +1404,40 @@ class Session:
                     if unknown is not None and unknown is not exc:
                         raise unknown  # noqa: B904  (it may have run: what the caller must know)
                     raise
+                except ServerError:
+                    raise  # a definite reply to this attempt
+                except NebulaError:
+                    if unknown is not None:  # a retry that could not even start a session
+                        raise unknown  # noqa: B904
+                    raise
                 return client._result(resp, prepared, self._lease.host, session, start, as_json)
         finally:
             self._busy.release()
+            if self._done:  # the block ended while this statement ran: its lease goes back now
+                self._return_lease_if_free()
 
     def _finish(self) -> None:
         if self._done:
             return
         self._done = True  # no statement starts any more
+        self._return_lease_if_free()
+
+    def _return_lease_if_free(self) -> None:
+        """Give the lease back unless a statement still runs on the block (a misuse, from another
+        thread, or this one's from a signal handler): then that statement does it as it ends, so
+        the session never goes back to the pool mid-statement, and nobody waits here. Called
+        with ``_done`` set: whichever of the block's end and the statement's end comes last
+        finds the lock free. At most once."""
         if self._pid != _fork._pid:
             return  # the parent's session: not this process's to give back or sign out
-        # A statement another thread still runs on the block (a misuse, but possible) finishes
-        # first: the session goes back to the pool idle, never in the middle of a statement.
-        with self._busy:
-            self._return_lease()
+        if not self._busy.acquire(blocking=False):
+            return
+        try:
+            if not self._returned:
+                self._returned = True
+                self._return_lease()
+        finally:
+            self._busy.release()
 
     def _return_lease(self) -> None:
         """Put the session back in the configured space, and give the lease back (always: also

@@ -15,7 +15,7 @@ from waiting import wait_until
 from nebula_sync import ConnectionConfig, NebulaClient, SessionConfig, SessionPoolConfig
 from nebula_sync._client import NebulaClient as _Client
 from nebula_sync._connection import Connection
-from nebula_sync.errors import ConnectionFailed
+from nebula_sync.errors import AuthenticationError, ConnectionFailed, OutcomeUnknown
 from nebula_sync.testing import FakeGraphd
 
 
@@ -39,7 +39,11 @@ def test_ctrl_c_in_the_middle_of_a_send_never_leaves_half_a_request_on_a_reused_
     with make_client(fake_graphd) as client:
         client.execute("RETURN 1")  # the session and its connection exist
 
-        def interrupted(self: Connection, *args: Any) -> None:
+        real = Connection._sendall
+
+        def interrupted(self: Connection, sock: Any, data: bytes, *args: Any) -> None:
+            if len(data) < 1024 * 1024:
+                return real(self, sock, data, *args)  # others' small requests (a sign-out) go out
             raise KeyboardInterrupt
 
         monkeypatch.setattr(Connection, "_sendall", interrupted)
@@ -78,7 +82,9 @@ def test_ctrl_c_while_a_block_puts_its_session_back_keeps_the_pool_slot(fake_gra
     assert fake_graphd.stats().max_concurrent_statements_per_session == 1
 
 
-def test_leaving_a_block_waits_for_a_statement_another_thread_runs_on_it(fake_graphd: FakeGraphd) -> None:
+def test_a_block_left_mid_statement_gives_its_session_back_when_the_statement_ends(
+    fake_graphd: FakeGraphd,
+) -> None:
     # A misuse the block guards against: its session must not go back to the pool (and to the
     # next caller) while another thread's statement still runs on it.
     rule = fake_graphd.script("RETURN 'slow' AS v", hold=True)
@@ -114,28 +120,30 @@ def test_leaving_a_block_waits_for_a_statement_another_thread_runs_on_it(fake_gr
     assert fake_graphd.stats().max_concurrent_statements_per_session == 1
 
 
-def test_a_call_running_out_of_its_own_time_does_not_mark_the_host_down(fake_graphd: FakeGraphd) -> None:
-    # A connect cut short by the caller's own (short) timeout says nothing about the host: it
-    # used to mark the host down for every thread, with a growing backoff.
+@pytest.mark.parametrize(("timeout", "down"), [(0.05, False), (1.0, True)], ids=["moments", "a-second"])
+def test_a_connect_cut_short_by_the_call_marks_the_host_down_only_on_evidence(
+    fake_graphd: FakeGraphd, timeout: float, down: bool
+) -> None:
+    # A connect cut short by the caller's own short timeout within moments says nothing about the
+    # host (it used to mark the host down for every thread, with a growing backoff); a handshake
+    # left unanswered for a second is how a hung graphd looks, short deadline or not.
     conn_config = ConnectionConfig(connect_timeout=10.0, request_timeout=10.0)
     with make_client(fake_graphd, size=2, conn_config=conn_config) as client:
         with client.session() as session:  # a block's statement is bounded by its timeout alone
             session.execute("RETURN 0")
             rule = fake_graphd.script(method="verifyClientVersion", hold=True)
             try:
-                for _ in range(3):
-                    kept = session._lease.session.conn if session._lease.session else None
-                    if kept is not None:
-                        kept.close()  # the next statement must open a connection
-                    client._hosts[0].conn_pool.close_idle()
-                    with pytest.raises(ConnectionFailed):
-                        session.execute("RETURN 1", timeout=0.2)  # its handshake gets no reply in time
+                kept = session._lease.session.conn if session._lease.session else None
+                if kept is not None:
+                    kept.close()  # the next statement must open a connection
+                client._hosts[0].conn_pool.close_idle()
+                with pytest.raises(ConnectionFailed):
+                    session.execute("RETURN 1", timeout=timeout)  # its handshake gets no reply in time
             finally:
                 rule.remove()
                 rule.release()
         stats = client.stats().hosts[0]
-        assert stats.state == "up" and stats.connect_failures == 0 and stats.retry_in == 0
-        assert client.execute("RETURN 2 AS v").rows() == [(2,)]
+        assert (stats.state, stats.connect_failures) == (("down", 1) if down else ("up", 0))
 
 
 def test_close_closes_the_pools_even_when_signing_out_fails(
@@ -177,4 +185,123 @@ def test_a_background_sign_out_is_started_before_close_can_see_it(
             client._hosts[0].conn_pool.release(kept)
         client._signout(client._hosts[0], session, None, wait=False)
         assert seen == [True]
+    fake_graphd.wait_for(lambda s: s.sessions_open == 0, timeout=5.0)
+
+
+def test_a_block_ended_from_inside_its_own_statement_does_not_hang(
+    fake_graphd: FakeGraphd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # e.g. a signal handler that unwinds an ExitStack while the block's statement runs on the same
+    # thread: the block's end must not wait for a statement that cannot finish before it returns.
+    with make_client(fake_graphd) as client:
+        session_cm = client.session()
+        session = session_cm.__enter__()
+        real = _Client._attempt
+
+        def attempt_ending_the_block(self: _Client, *args: Any, **kw: Any) -> Any:
+            session_cm.__exit__(None, None, None)  # the block ends here, mid-statement
+            return real(self, *args, **kw)
+
+        monkeypatch.setattr(_Client, "_attempt", attempt_ending_the_block)
+        done: list[Any] = []
+        runner = threading.Thread(target=lambda: done.append(session.execute("RETURN 1 AS v")), daemon=True)
+        runner.start()
+        runner.join(10)
+        assert not runner.is_alive(), "the block's end waited for its own statement"
+        monkeypatch.undo()
+        assert done and done[0].rows() == [(1,)]
+        assert client.stats().hosts[0].sessions_busy == 0  # the statement gave the lease back
+        assert client.execute("RETURN 2 AS v").rows() == [(2,)]
+
+
+def test_a_failed_retry_raises_the_first_unknown_outcome_even_when_a_session_is_refused(
+    fake_graphd_factory: Any,
+) -> None:
+    # The first attempt's connection drops after graphd took the statement; its session is
+    # retired, and graphd refuses the retry a new session (its per-user session limit): the
+    # caller must still learn that the outcome is unknown, not that a session was refused.
+    server = fake_graphd_factory()
+    with make_client(server) as client:
+        client.execute("RETURN 0")
+        server.script("RETURN 'lost'", drop="before_reply", times=1)
+        server.script(method="authenticate", error=-1002, message="Too many sessions", times=1)
+        with pytest.raises(OutcomeUnknown) as info:
+            client.execute("RETURN 'lost'", idempotent=True)
+        assert isinstance(info.value.__context__, AuthenticationError)
+
+
+def test_a_sign_out_thread_that_cannot_start_leaves_it_to_close(
+    fake_graphd: FakeGraphd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_start = threading.Thread.start
+
+    def start(thread: threading.Thread) -> None:
+        if thread.name.startswith("nebula_sync-signout"):
+            raise RuntimeError("can't start new thread")
+        real_start(thread)
+
+    fake_graphd.script("RETURN 'lost'", drop="before_reply", times=1)
+    client = make_client(fake_graphd)
+    client.execute("RETURN 1")
+    monkeypatch.setattr(threading.Thread, "start", start)
+    with pytest.raises(OutcomeUnknown):
+        client.execute("RETURN 'lost'")  # its session is retired; the sign-out needs a thread
+    monkeypatch.undo()
+    assert client.stats().hosts[0].sessions_busy == 0
+    assert client.execute("RETURN 2 AS v").rows() == [(2,)]  # size=1: the slot came back
+    client.close()  # signs the retired session out
+    fake_graphd.wait_for(lambda s: s.sessions_open == 0, timeout=5.0)
+
+
+def test_a_statement_that_was_not_sent_keeps_its_session(
+    fake_graphd: FakeGraphd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with make_client(fake_graphd) as client:
+        client.execute("RETURN 0")
+        real = Connection.execute
+
+        def no_time(self: Connection, *args: Any, **kw: Any) -> Any:
+            monkeypatch.setattr(Connection, "execute", real)
+            raise self._no_time_to_send("executeWithParameter")
+
+        monkeypatch.setattr(Connection, "execute", no_time)
+        assert client.execute("RETURN 1 AS v").rows() == [(1,)]  # not sent: tried again at once
+        assert client.execute("RETURN 2 AS v").rows() == [(2,)]
+    stats = fake_graphd.stats()
+    assert stats.authentications == 1 and stats.signouts == 1  # the same session throughout
+
+
+def test_a_statement_close_cut_off_signs_its_session_out_in_the_callers_thread(
+    fake_graphd: FakeGraphd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # After close() the process may exit at once: a background (daemon) sign-out could be killed
+    # before it ran, leaving the session on graphd.
+    started: list[str] = []
+    real_start = threading.Thread.start
+
+    def start(thread: threading.Thread) -> None:
+        started.append(thread.name)
+        real_start(thread)
+
+    rule = fake_graphd.script("RETURN 'stuck'", hold=True)
+    client = NebulaClient(fake_graphd.address, "root", "nebula", close_timeout=0.2,
+                          session_pool_config=SessionPoolConfig(size=1, wait_timeout=5.0))  # fmt: skip
+    failed: list[BaseException] = []
+
+    def stuck() -> None:
+        try:
+            client.execute("RETURN 'stuck'")
+        except OutcomeUnknown as exc:
+            failed.append(exc)
+
+    caller = threading.Thread(target=stuck)
+    caller.start()
+    try:
+        fake_graphd.wait_for(lambda s: s.statements_running == 1)
+        monkeypatch.setattr(threading.Thread, "start", start)
+        client.close()  # cuts the statement off after close_timeout
+        caller.join(10)
+        assert failed and not [n for n in started if n.startswith("nebula_sync-signout")]
+    finally:
+        rule.release()
     fake_graphd.wait_for(lambda s: s.sessions_open == 0, timeout=5.0)
