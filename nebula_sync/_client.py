@@ -330,6 +330,9 @@ class NebulaClient:
         self._orphans_lock = threading.Lock()
         self._orphans: list[tuple[HostEntry, ServerSession]] = []
         self._signout_threads: set[threading.Thread] = set()
+        #: close() has listed the sign-out threads it waits for: later sign-outs run in the
+        #: caller's thread (a background one could die with the process once close() returns)
+        self._signouts_listed = False
         self._pid = os.getpid()
         self._build()
         self._closed = False
@@ -662,6 +665,7 @@ class NebulaClient:
             self._orphans_lock = threading.Lock()
             self._orphans = []  # the parent's sessions, and its threads: not this process's
             self._signout_threads = set()
+            self._signouts_listed = False
             self._broker.drop_after_fork()
             for host in self._hosts:
                 host.state = HostState.UP
@@ -690,6 +694,7 @@ class NebulaClient:
         """:meth:`close`'s sign-outs: the idle sessions, and those earlier sign-outs missed."""
         with self._orphans_lock:
             threads = list(self._signout_threads)
+            self._signouts_listed = True
         # sign-outs on their way: let them finish (or fail) first; each is bounded by
         # connect_timeout, and all of them together by close_timeout
         limit = None if self._close_timeout is None else time.monotonic() + self._close_timeout
@@ -703,14 +708,16 @@ class NebulaClient:
 
     def _run(self, prepared: _Prepared, timeout: Optional[float], idempotent: bool,
              as_json: bool = False, *, lease: Lease | None = None, attempts: int = 0,
-             start: float | None = None, unknown: OutcomeUnknown | None = None) -> Any:  # fmt: skip
+             start: float | None = None, unknown: OutcomeUnknown | None = None,
+             avoid: HostEntry | None = None) -> Any:  # fmt: skip
         """The general statement path: borrow, attempt, retry as the rules allow.
 
         :meth:`_run_fast` continues here: with the ``lease`` it borrowed (to be checked in full),
         or after its failed first attempt (``attempts=1``), keeping its ``start``; ``unknown``:
         that attempt's error if the statement may have run. Once an attempt's outcome is unknown,
         that is what the call raises if a retry fails too: a later "not sent" or "pool timeout"
-        would hide that the statement may have run.
+        would hide that the statement may have run. ``avoid``: a host that refused this call a new
+        session (see :meth:`_elsewhere`).
         """
         req_timeout = self._conn_config.request_timeout if timeout is _DEFAULT else (
             _request_timeout(self._conn_config, timeout)
@@ -718,7 +725,6 @@ class NebulaClient:
         if start is None:
             start = time.monotonic()
         wait_deadline, overall = self._deadlines(start, req_timeout)
-        avoid: HostEntry | None = None  # a host that refused this call a new session
         while True:
             attempts += 1
             if lease is None:
@@ -744,8 +750,7 @@ class NebulaClient:
                 # A host refused a new session for a reason other than the credentials (its
                 # per-user session limit): the statement was not sent, so it may go on on a session
                 # of another host, or one this host already has (none is made there for it).
-                if (exc.code != _BAD_CREDENTIALS and attempts <= len(self._hosts)
-                        and len(self._hosts) > 1 and _left(overall)):  # fmt: skip
+                if attempts <= len(self._hosts) and _left(overall) and self._elsewhere(exc, lease.host):
                     log.debug("trying another host after: %s", exc)
                     avoid, lease = lease.host, None
                     continue
@@ -875,6 +880,12 @@ class NebulaClient:
                 return cast("ResultSet", self._run(prepared, _DEFAULT, idempotent, attempts=1, start=start,
                                                    unknown=earlier))  # fmt: skip
             raise
+        except AuthenticationError as error:  # renewing a session graphd had lost was refused
+            self._give_back(lease)
+            if _left(overall) and self._elsewhere(error, host):
+                return cast("ResultSet", self._run(prepared, _DEFAULT, idempotent, attempts=1, start=start,
+                                                   avoid=host))  # fmt: skip
+            raise
         except BaseException as error:
             if sent and not isinstance(error, ServerError):
                 self._retire(lease, None)
@@ -892,9 +903,16 @@ class NebulaClient:
         with a new session in the block's last known space."""
         session, lease.session = lease.session, None
         if session is not None:
-            # once the client is closed (a statement close() cut off), in this thread: a
-            # background one could be killed by the process's exit before it signed out
-            self._signout(lease.host, session, conn, wait=self._broker.closed)
+            self._signout(lease.host, session, conn, wait=False)
+
+    def _elsewhere(self, exc: AuthenticationError, host: HostEntry) -> bool:
+        """Whether a call ``host`` refused a new session may go on elsewhere: the refusal is not
+        about the credentials (it is graphd's per-user session limit, say), and another host is
+        up or due for a re-probe. Nothing was sent."""
+        if exc.code == _BAD_CREDENTIALS:
+            return False
+        now = time.monotonic()
+        return any(h is not host and (h.state == HostState.UP or now >= h.retry_at) for h in self._hosts)
 
     def _give_back(self, lease: Lease) -> None:
         """Return a lease to the broker (signing out its session if the client closed meanwhile)."""
@@ -1255,16 +1273,19 @@ class NebulaClient:
                 thread = threading.Thread(target=self._signout_in_background, args=(host, session),
                                           name=f"nebula_sync-signout-{host.name}", daemon=True)  # fmt: skip
                 with self._orphans_lock:
-                    # started under the lock: close() only ever sees (and joins) started threads,
-                    # and the thread's own discard waits for the add
-                    self._signout_threads.add(thread)
-                    try:
-                        thread.start()
-                    except RuntimeError:  # no thread to be had: close() signs it out
-                        self._signout_threads.discard(thread)
-                        if len(self._orphans) < _MAX_ORPHANS:
-                            self._orphans.append((host, session))
-                return
+                    wait = self._signouts_listed  # close() would not wait for a thread now
+                    if not wait:
+                        # started under the lock: close() only ever sees (and joins) started
+                        # threads, and the thread's own discard waits for the add
+                        self._signout_threads.add(thread)
+                        try:
+                            thread.start()
+                        except RuntimeError:  # no thread to be had: close() signs it out
+                            self._signout_threads.discard(thread)
+                            if len(self._orphans) < _MAX_ORPHANS:
+                                self._orphans.append((host, session))
+                if not wait:
+                    return
             self._signout_elsewhere(host, session, unreachable)
             return
         self._broker.count(host, "sessions_signed_out")

@@ -458,7 +458,9 @@ class SessionBroker:
                 # Serve the queue first (a backoff may have ended since it last moved); a new
                 # caller never overtakes a waiter (FIFO).
                 self._dispatch_locked()
-            if not self._waiters:
+            if all(w.avoid is not None for w in self._waiters):
+                # no waiter left, or only ones that avoid the host with room (_dispatch_locked
+                # passes them over): that room may be this caller's
                 lease = self._take_locked(time.monotonic(), avoid)
                 if lease is not None:
                     return lease
@@ -571,15 +573,19 @@ class SessionBroker:
         return None
 
     def _dispatch_locked(self) -> None:
-        """Hand free sessions or slots to waiters, oldest first."""
+        """Hand free sessions or slots to waiters, oldest first. A waiter that avoids a host (see
+        :meth:`borrow`) is passed over when that host has the only room, so that it never holds
+        up the waiters behind it."""
         if not self._waiters:
             return
         now = time.monotonic()
-        while self._waiters:
-            lease = self._take_locked(now, self._waiters[0].avoid)
+        for waiter in list(self._waiters):
+            lease = self._take_locked(now, waiter.avoid)
             if lease is None:
-                return
-            waiter = self._waiters.popleft()
+                if waiter.avoid is None:
+                    return  # nothing is free for anyone
+                continue
+            self._waiters.remove(waiter)
             waiter.lease = lease
             waiter.event.set()
 

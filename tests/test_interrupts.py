@@ -267,8 +267,8 @@ def test_a_statement_that_was_not_sent_keeps_its_session(
         monkeypatch.setattr(Connection, "execute", no_time)
         assert client.execute("RETURN 1 AS v").rows() == [(1,)]  # not sent: tried again at once
         assert client.execute("RETURN 2 AS v").rows() == [(2,)]
-    stats = fake_graphd.stats()
-    assert stats.authentications == 1 and stats.signouts == 1  # the same session throughout
+    # the same session throughout (its sign-out is oneway: wait for graphd to read it)
+    fake_graphd.wait_for(lambda s: s.authentications == 1 and s.signouts == 1, timeout=5.0)
 
 
 def test_a_statement_close_cut_off_signs_its_session_out_in_the_callers_thread(

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -166,6 +167,66 @@ def test_a_host_at_its_session_limit_sends_callers_to_another_host(fake_graphd_f
         client.close()
     settled(a)
     settled(b)
+
+
+def test_a_caller_sent_from_a_refusing_host_does_not_hold_up_others(fake_graphd_factory: Factory) -> None:
+    # X is refused a new session on a and waits for b's (held by a block); Z, behind it, may still
+    # take a's free slot, which accepts sessions again: it must not wait behind X.
+    a, b = fake_graphd_factory(), fake_graphd_factory()
+    client = NebulaClient([a.address, b.address], "root", "nebula",
+                          session_pool_config=SessionPoolConfig(size=1, wait_timeout=10.0))  # fmt: skip
+    try:
+        with contextlib.ExitStack() as blocks:
+            opened = [blocks.enter_context(client.session()) for _ in range(2)]
+            for block in opened:
+                block.execute("RETURN 1")
+            on_a = next(block for block in opened if block.host == a.address)
+            on_a.execute("USE test")  # so its session is signed out as the block ends: a's slot is empty
+            on_a._finish()
+            a.script(method="authenticate", error=-1002, message="Too many sessions", times=1)
+            with ThreadPoolExecutor(1) as pool:
+                x = pool.submit(client.execute, "RETURN 10 AS v")
+                wait_until(lambda: len(client._broker._waiters) == 1)  # X waits for b, avoiding a
+                with client.session(wait_timeout=0.5) as z:  # a PoolTimeout if it queued behind X
+                    assert z.execute("RETURN 30 AS v").rows() == [(30,)] and z.host == a.address
+                blocks.close()  # b's block ends: X gets its session
+                assert x.result(10).rows() == [(10,)]
+    finally:
+        client.close()
+
+
+def test_a_refusing_host_with_no_other_host_up_raises_the_refusal(fake_graphd_factory: Factory) -> None:
+    a, b = fake_graphd_factory(), fake_graphd_factory()
+    client = NebulaClient([a.address, b.address], "root", "nebula",
+                          session_pool_config=SessionPoolConfig(size=2, wait_timeout=10.0),
+                          conn_config=ConnectionConfig(connect_timeout=1.0, request_timeout=5.0))  # fmt: skip
+    try:
+        b.stop()
+        client._broker.backoff_base = 30.0  # b stays down for the test
+        while client.stats().host(b.address).state != "down":
+            client.execute("RETURN 1", idempotent=True)  # finds b down (and retries on a)
+        a.script(method="authenticate", error=-1002, message="Too many sessions", times=1)
+        a.forget_sessions()  # the next call needs a new session, and a refuses it
+        with pytest.raises(AuthenticationError, match="Too many sessions"):
+            client.execute("RETURN 2")  # not a PoolTimeout after wait_timeout: nothing can take it
+    finally:
+        client.close()
+
+
+def test_a_refused_renewal_on_the_fast_path_goes_to_another_host(fake_graphd_factory: Factory) -> None:
+    a, b = fake_graphd_factory(), fake_graphd_factory()
+    client = NebulaClient([a.address, b.address], "root", "nebula",
+                          session_pool_config=SessionPoolConfig(size=1, wait_timeout=5.0))  # fmt: skip
+    try:
+        first = client.execute("RETURN 1")
+        client._broker._rr = [h.name for h in client._hosts].index(str(first.host))  # the same host next
+        lost = a if first.host == a.address else b
+        lost.forget_sessions()  # graphd lost the session: the statement gets E_SESSION_INVALID
+        lost.script(method="authenticate", error=-1002, message="Too many sessions", times=1)
+        rs = client.execute("RETURN 5 AS v")  # the renewal is refused on that host
+        assert rs.rows() == [(5,)] and rs.host != first.host
+    finally:
+        client.close()
 
 
 def test_session_limit_inside_one_client_larger_than_the_limit(fake_graphd_factory: Factory) -> None:
