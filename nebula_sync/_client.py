@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import collections
 import json
 import logging
 import math
@@ -329,6 +330,11 @@ class NebulaClient:
         # when its host is reachable at close. Guarded by _orphans_lock.
         self._orphans_lock = threading.Lock()
         self._orphans: list[tuple[HostEntry, ServerSession]] = []
+        #: sessions retired after an unknown outcome (the latest _MAX_ORPHANS): close() sends each
+        #: a sign-out once more, as the first, oneway, may have been lost with its connection
+        self._retired: collections.deque[tuple[HostEntry, ServerSession]] = collections.deque(
+            maxlen=_MAX_ORPHANS
+        )
         self._signout_threads: set[threading.Thread] = set()
         #: close() has listed the sign-out threads it waits for: later sign-outs run in the
         #: caller's thread (a background one could die with the process once close() returns)
@@ -664,6 +670,7 @@ class NebulaClient:
             self._close_lock = threading.Lock()
             self._orphans_lock = threading.Lock()
             self._orphans = []  # the parent's sessions, and its threads: not this process's
+            self._retired = collections.deque(maxlen=_MAX_ORPHANS)
             self._signout_threads = set()
             self._signouts_listed = False
             self._broker.drop_after_fork()
@@ -705,6 +712,17 @@ class NebulaClient:
         unreachable: set[str] = set()  # hosts a sign-out could not reach: not tried again
         for host, session in [*idle, *orphans]:
             self._signout(host, session, None, unreachable)
+        pending = {id(session) for _, session in orphans}
+        for host, session in list(self._retired):
+            if id(session) not in pending and host.name not in unreachable:
+                # once more: a oneway sign-out sent as a fault cut its connection is lost without a
+                # trace (graphd ignores a sign-out of a session it no longer has); not counted
+                try:
+                    self._signout_on_another(host, session)
+                except NebulaError as exc:
+                    if isinstance(exc, ConnectionFailed):
+                        unreachable.add(host.name)
+        self._retired.clear()
 
     def _run(self, prepared: _Prepared, timeout: Optional[float], idempotent: bool,
              as_json: bool = False, *, lease: Lease | None = None, attempts: int = 0,
@@ -903,6 +921,7 @@ class NebulaClient:
         with a new session in the block's last known space."""
         session, lease.session = lease.session, None
         if session is not None:
+            self._retired.append((lease.host, session))
             self._signout(lease.host, session, conn, wait=False)
 
     def _elsewhere(self, exc: AuthenticationError, host: HostEntry) -> bool:

@@ -305,3 +305,21 @@ def test_a_statement_close_cut_off_signs_its_session_out_in_the_callers_thread(
     finally:
         rule.release()
     fake_graphd.wait_for(lambda s: s.sessions_open == 0, timeout=5.0)
+
+
+def test_close_signs_a_retired_session_out_again_when_its_first_sign_out_was_lost(
+    fake_graphd: FakeGraphd,
+) -> None:
+    # A sign-out is oneway: one written as a fault cuts its connection is lost without a trace.
+    # Statements that time out retire their sessions while faults are about, so close() sends
+    # each retired session's sign-out once more.
+    with make_client(fake_graphd) as client:
+        client.execute("RETURN 0")
+        fake_graphd.script("RETURN 'lost'", drop="before_reply", times=1)
+        lost = fake_graphd.script(method="signout", drop="before_reply", times=1)
+        with pytest.raises(OutcomeUnknown):
+            client.execute("RETURN 'lost'")  # its session is retired; the sign-out is lost
+        wait_until(lambda: lost.hits == 1)
+        assert fake_graphd.stats().sessions_open == 1
+        assert client.execute("RETURN 1 AS v").rows() == [(1,)]  # on a new session
+    fake_graphd.wait_for(lambda s: s.sessions_open == 0, timeout=5.0)

@@ -294,9 +294,12 @@ def test_pool_never_exceeds_max_size_under_contention(
                 with lock:
                     peak["counted"] = max(peak["counted"], idle + active)
                 if t * rounds + i in breaks:
-                    conn.close()  # broke while in use: the pool must discard it on release
                     with lock:
-                        held.discard(conn.id)  # closed: no longer one of the open connections
+                        # closed: no longer one of the open connections (and, being closed, no
+                        # longer counted by the pool either: both at once, or another thread could
+                        # add the connection the pool opens in its place before this one is gone)
+                        held.discard(conn.id)
+                        conn.close()  # broke while in use: the pool must discard it on release
             finally:
                 with lock:
                     held.discard(conn.id)
