@@ -916,9 +916,10 @@ class NebulaClient:
         """Drop the lease's session after a statement sent on it got no usable reply (none in time,
         a broken connection, a reply too big or malformed, Ctrl-C while waiting). graphd may still
         be running the statement, and a session runs one statement at a time: the session is
-        signed out (on ``conn`` if that is still sound, else from a background thread) and never
-        used again. The slot gets a new session when it is next needed; a session block goes on
-        with a new session in the block's last known space."""
+        signed out (on ``conn`` if that is still sound, else from a background thread, or in this
+        one once close() no longer waits for threads; close() sends it once more) and never used
+        again. The slot gets a new session when it is next needed; a session block goes on with a
+        new session in the block's last known space."""
         session, lease.session = lease.session, None
         if session is not None:
             self._retired.append((lease.host, session))
