@@ -129,6 +129,13 @@ def _not_sent(what: str, host: HostEntry, exc: OutcomeUnknown) -> ConnectionFail
     return ConnectionFailed(message, host=host.name)
 
 
+def _first_unknown(exc: NebulaError, unknown: OutcomeUnknown | None) -> NebulaError:
+    """What a call ends with when ``exc`` ends it: an earlier attempt's unknown outcome, if there
+    was one (a later failure other than graphd's own reply would hide that the statement may have
+    run), else ``exc`` itself."""
+    return exc if unknown is None or isinstance(exc, ServerError) else unknown
+
+
 def _left(deadline: float | None) -> bool:
     return deadline is None or time.monotonic() < deadline
 
@@ -748,10 +755,8 @@ class NebulaClient:
             if lease is None:
                 try:
                     lease = self._broker.borrow(wait_deadline, avoid)  # wait_deadline <= overall
-                except NebulaError:
-                    if unknown is not None:
-                        raise unknown  # noqa: B904  (the later error is its __context__)
-                    raise
+                except NebulaError as exc:
+                    raise _first_unknown(exc, unknown)  # noqa: B904  (exc is its __context__)
             try:
                 resp, session = self._attempt(lease, prepared, req_timeout, overall, as_json,
                                               restore_space=True)  # fmt: skip
@@ -761,9 +766,7 @@ class NebulaClient:
                 if self._may_retry(exc, attempts, overall, idempotent):
                     lease = None
                     continue
-                if unknown is not None and unknown is not exc:
-                    raise unknown  # noqa: B904
-                raise
+                raise _first_unknown(exc, unknown)  # noqa: B904
             except AuthenticationError as exc:
                 # A host refused a new session for a reason other than the credentials (its
                 # per-user session limit): the statement was not sent, so it may go on on a session
@@ -772,15 +775,9 @@ class NebulaClient:
                     log.debug("trying another host after: %s", exc)
                     avoid, lease = lease.host, None
                     continue
-                if unknown is not None:
-                    raise unknown  # noqa: B904
-                raise
-            except ServerError:
-                raise  # a definite reply to this attempt
-            except NebulaError:
-                if unknown is not None:  # e.g. the client closed during a retry
-                    raise unknown  # noqa: B904
-                raise
+                raise _first_unknown(exc, unknown)  # noqa: B904
+            except NebulaError as exc:  # the client closed during a retry, say; or graphd's reply
+                raise _first_unknown(exc, unknown)  # noqa: B904
             return self._result(resp, prepared, lease.host, session, start, as_json)
 
     def _deadlines(self, start: float, req_timeout: Optional[float]) -> tuple[float | None, float | None]:
@@ -929,10 +926,7 @@ class NebulaClient:
         """Whether a call ``host`` refused a new session may go on elsewhere: the refusal is not
         about the credentials (it is graphd's per-user session limit, say), and another host is
         up or due for a re-probe. Nothing was sent."""
-        if exc.code == _BAD_CREDENTIALS:
-            return False
-        now = time.monotonic()
-        return any(h is not host and (h.state == HostState.UP or now >= h.retry_at) for h in self._hosts)
+        return exc.code != _BAD_CREDENTIALS and self._any_host_usable(other_than=host)
 
     def _give_back(self, lease: Lease) -> None:
         """Return a lease to the broker (signing out its session if the client closed meanwhile)."""
@@ -940,9 +934,11 @@ class NebulaClient:
         if leftover is not None:
             self._signout(lease.host, leftover, None)
 
-    def _any_host_usable(self) -> bool:
+    def _any_host_usable(self, other_than: HostEntry | None = None) -> bool:
+        """Whether a host (but ``other_than``) is up or due for a re-probe."""
         now = time.monotonic()
-        return any(h.state == HostState.UP or now >= h.retry_at for h in self._hosts)
+        return any(h is not other_than and (h.state == HostState.UP or now >= h.retry_at)
+                   for h in self._hosts)  # fmt: skip
 
     def _result(self, resp: Any, prepared: _Prepared, host: HostEntry, session: ServerSession | None,
                 start: float, as_json: bool) -> Any:  # fmt: skip
@@ -1072,9 +1068,7 @@ class NebulaClient:
             conn, session.conn = session.conn, None
             if host.conn_pool.reuse(conn, deadline):
                 return conn
-        limit = self._conn_config.connect_timeout
         began = time.monotonic()
-        short = deadline is not None and (limit is None or deadline - began < limit)
         try:
             return host.conn_pool.acquire(deadline)
         except ConnectionFailed as exc:
@@ -1083,8 +1077,10 @@ class NebulaClient:
             # that waited longer is evidence (a hung graphd must be found with short deadlines
             # too), and a failed re-probe of a down host always restarts its backoff.
             now = time.monotonic()
-            own = (short and not lease.probe and deadline is not None and now >= deadline
-                   and now - began < _CONNECT_EVIDENCE)  # fmt: skip
+            limit = self._conn_config.connect_timeout
+            own = (deadline is not None and not lease.probe and now >= deadline
+                   and now - began < _CONNECT_EVIDENCE
+                   and (limit is None or deadline - began < limit))  # fmt: skip
             if not isinstance(exc, IncompatibleServer) and not own:
                 self._broker.mark_down(host, exc)
             raise
@@ -1442,15 +1438,9 @@ class Session:
                     # the caller said running the statement twice is safe
                     if attempts < 2 and (idempotent or isinstance(exc, ConnectionFailed)) and _left(overall):
                         continue
-                    if unknown is not None and unknown is not exc:
-                        raise unknown  # noqa: B904  (it may have run: what the caller must know)
-                    raise
-                except ServerError:
-                    raise  # a definite reply to this attempt
-                except NebulaError:
-                    if unknown is not None:  # a retry that could not even start a session
-                        raise unknown  # noqa: B904
-                    raise
+                    raise _first_unknown(exc, unknown)  # noqa: B904
+                except NebulaError as exc:  # a retry that could not even start a session, say
+                    raise _first_unknown(exc, unknown)  # noqa: B904
                 return client._result(resp, prepared, self._lease.host, session, start, as_json)
         finally:
             self._busy.release()
