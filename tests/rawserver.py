@@ -289,15 +289,21 @@ def endless_body(conn: socket.socket, server: RawServer) -> None:
         conn.sendall(chunk)
 
 
-def trickling_body(conn: socket.socket, server: RawServer) -> None:
-    """Answer 200 with a 100,000-byte body sent a byte every 50 ms: for 6 s, then hang up."""
+def paced_body(conn: socket.socket, server: RawServer, head: bytes, piece: bytes, count: int) -> None:
+    """After the request's head, send ``head``, then ``piece`` every 50 ms, ``count`` times (or
+    until the server stops), then hang up."""
     if not read_http_head(conn):
         return
-    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
-    for _ in range(120):
+    conn.sendall(head)
+    for _ in range(count):
         if server.stopping.wait(0.05):  # the server's pace, not a synchronisation
             return
-        conn.sendall(b" ")
+        conn.sendall(piece)
+
+
+def trickling_body(conn: socket.socket, server: RawServer) -> None:
+    """Answer 200 with a 100,000-byte body sent a byte every 50 ms: for 6 s, then hang up."""
+    paced_body(conn, server, b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n", b" ", 120)
 
 
 # ---- script steps ----------------------------------------------------------------------------

@@ -24,7 +24,7 @@ import pytest
 import urllib3
 import urllib3.util.connection
 from forking import in_forked_child
-from rawserver import RawServer, endless_body, read_http_head, trickling_body
+from rawserver import RawServer, endless_body, paced_body, read_http_head, trickling_body
 from urllib3.exceptions import InsecureRequestWarning, NewConnectionError, ReadTimeoutError, SSLError
 
 from nebula_sync.errors import ClientClosed, DriverError, WebServiceError
@@ -67,13 +67,8 @@ def raw(fake: FakeWebService, method: str, target: str, body: bytes | None = Non
 def deflate_of_nothing(conn: socket.socket, server: RawServer) -> None:
     """Answer 200, ``Content-Encoding: deflate``, then empty deflate blocks every 50 ms (each
     inflates to nothing) for 5 s, then hang up."""
-    if not read_http_head(conn):
-        return
-    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Encoding: deflate\r\nConnection: close\r\n\r\nx\x9c")
-    for _ in range(100):
-        if server.stopping.wait(0.05):  # the server's pace, not a synchronisation
-            return
-        conn.sendall(b"\x00\x00\x00\xff\xff")  # an empty stored block, not the last
+    head = b"HTTP/1.1 200 OK\r\nContent-Encoding: deflate\r\nConnection: close\r\n\r\nx\x9c"
+    paced_body(conn, server, head, b"\x00\x00\x00\xff\xff", 100)  # an empty stored block, not the last
 
 
 def encoded_body(encoding: str, body: bytes) -> Callable[[socket.socket, RawServer], None]:
