@@ -322,8 +322,9 @@ def to_parameter_map(params: Mapping[str, Any]) -> dict[bytes, ttypes.Value]:
 
 # ---- nGQL literals ---------------------------------------------------------------------------
 
-# nGQL's reserved words (a key spelled like one of them must be backquoted in a map literal)
-_RESERVED = frozenset(
+#: nGQL's reserved words: a name spelled like one (any case) must be backquoted, as a map key or
+#: a space in ``USE``
+RESERVED_WORDS = frozenset(
     """
     ACROSS ADD ALTER AND AS ASC ASCENDING BALANCE BOOL BY CASE CHANGE COMPACT CREATE DATE DATETIME
     DELETE DESC DESCENDING DESCRIBE DISTINCT DOUBLE DOWNLOAD DROP DURATION EDGE EDGES EXISTS EXPLAIN
@@ -359,7 +360,7 @@ def _map_key(key: Any, name: str) -> str:
     if not isinstance(key, str):
         raise TypeError(f"{name}: map keys must be str, not {type(key).__name__} ({key!r})")
     _text_bytes(key, name)
-    if _IDENT.match(key) and key.upper() not in _RESERVED:
+    if _IDENT.match(key) and key.upper() not in RESERVED_WORDS:
         return key
     if not key or "`" in key or "\n" in key:
         raise ValueError(f"{name}: map key {key!r} cannot be written in nGQL, even backquoted")

@@ -18,6 +18,7 @@ from typing import Any, Optional, Union
 
 import attrs
 
+from nebula_sync._params import RESERVED_WORDS
 from nebula_sync._thrift.wire import Framing, Limits
 
 __all__ = [
@@ -419,9 +420,10 @@ class SessionConfig:
     )
 
     def use_statement(self) -> str | None:
-        """The ``USE`` statement for :attr:`space` (backquoted unless a plain identifier), or ``None``."""
+        """The ``USE`` statement for :attr:`space` (backquoted unless a plain identifier that is not
+        a reserved word: ``USE `match```), or ``None``."""
         if self.space is None:
             return None
-        if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.space):
+        if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.space) and self.space.upper() not in RESERVED_WORDS:
             return f"USE {self.space}"
         return f"USE `{self.space}`"

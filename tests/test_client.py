@@ -351,6 +351,18 @@ def test_space_changed_by_a_statement_is_restored(fake_graphd: FakeGraphd) -> No
         assert [s.space for s in fake_graphd.sessions()] == ["test"]
 
 
+def test_a_space_named_like_a_reserved_word_is_backquoted(fake_graphd: FakeGraphd) -> None:
+    # graphd reads an unquoted reserved word as a keyword ("USE match" is a syntax error), so the
+    # set-up USE and the restore after a statement moved the session both need the backquotes
+    fake_graphd.add_space("Match")
+    with make_client(fake_graphd, size=1, session_config=SessionConfig(space="Match")) as client:
+        assert client.execute("RETURN 1").space_name == "Match"
+        assert client.execute("USE basketballplayer; RETURN 2").space_name == "basketballplayer"
+        assert client.execute("RETURN 3").space_name == "Match"
+    uses = [s.statement for s in fake_graphd.statement_log() if s.statement.startswith("USE")]
+    assert uses == ["USE `Match`", "USE basketballplayer; RETURN 2", "USE `Match`"]
+
+
 @pytest.mark.parametrize("fast_path", [True, False], ids=["fast-path", "general-path"])
 def test_space_changed_by_a_failed_statement_is_restored(fake_graphd: FakeGraphd, fast_path: bool) -> None:
     # The statement switches space and then fails: the session must not go back to the pool in

@@ -160,7 +160,8 @@ def test_float_division_by_zero_follows_ieee(session: tuple[RawClient, int]) -> 
         ("RETURN 1+2", ["1+2"]),
         ("RETURN  1 + 2 ", ["1 + 2"]),
         ("YIELD 1 AS a, 'x' AS `weird name`, $p", ["a", "weird name", "$p"]),
-        ("RETURN [1, 2] AS list, {k: 1}", ["list", "{k: 1}"]),
+        ("RETURN [1, 2] AS pair, {k: 1}", ["pair", "{k: 1}"]),
+        ("RETURN 1 AS `list`", ["list"]),  # a reserved word, backquoted
         ("return (1) as A", ["A"]),
     ],
 )
@@ -220,6 +221,7 @@ def test_parameters_in_arithmetic(session: tuple[RawClient, int]) -> None:
         ("MATCH (v) RETURN v", -1004, "SyntaxError: syntax error near `MATCH'"),
         ("SHOW HOSTS", -1004, "SyntaxError: syntax error near `HOSTS'"),
         ("USE", -1004, "SyntaxError: syntax error near `USE'"),
+        ("USE match", -1004, "SyntaxError: syntax error near `match'"),  # a reserved word: backquote it
         ("RETURN 1 ?", -1004, "SyntaxError: syntax error near `?'"),
         ("RETURN $missing", -1009, "SemanticError: Undefined parameters: `$missing'"),
         ("USE nowhere", -1005, "SpaceNotFound: SpaceName `nowhere'"),

@@ -969,7 +969,7 @@ def test_client_threads_get_their_own_results(
                 if row[0] != f"RETURN '{tag}'":
                     wrong.append(f"{tag}: json got {row[0]!r}")
             elif i % 10 == 1:
-                rs = client.execute_py("RETURN {{tag}} AS tag", {"tag": tag})
+                rs = client.execute_py("RETURN {{tag}} AS label", {"tag": tag})
                 if tag not in rs.rows()[0][0]:
                     wrong.append(f"{tag}: execute_py got {rs.rows()[0][0]!r}")
             else:

@@ -93,7 +93,7 @@ SCRIPTED: tuple[tuple[str, str], ...] = (
     ('FETCH PROP ON team "team204" YIELD properties(vertex)', "a team's properties"),
     ('MATCH p=(v:player{name:"Tim Duncan"})-[e:follow]->(v2) RETURN p', "paths; any player name works"),
     (_TEMPORAL, "a date, a datetime and a duration"),
-    ("RETURN 1 + 2 AS three, [1, 2] AS list", "expressions (the fake graphd's engine)"),
+    ("RETURN 1 + 2 AS three, [1, 2] AS pair", "expressions (the fake graphd's engine)"),
 )
 
 

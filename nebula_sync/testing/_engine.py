@@ -39,6 +39,7 @@ from typing import Callable, Optional, Union
 
 import attrs
 
+from nebula_sync._params import RESERVED_WORDS
 from nebula_sync._thrift import ttypes
 from nebula_sync._thrift.ttypes import NullType, Value
 
@@ -349,7 +350,7 @@ class _Parser:
 
     def name(self) -> str:
         tok = self.peek()
-        if tok.kind in ("ident", "bquote"):
+        if tok.kind == "bquote" or (tok.kind == "ident" and tok.text.upper() not in RESERVED_WORDS):
             self.next()
             return str(tok.value)
         raise self.error()
