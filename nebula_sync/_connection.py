@@ -10,6 +10,7 @@ can never be read as the answer to a later request.
 from __future__ import annotations
 
 import logging
+import os
 import select
 import socket
 import ssl
@@ -25,7 +26,6 @@ from nebula_sync.config import ConnectionConfig, HostAddress
 from nebula_sync.errors import (
     ConnectionFailed,
     IncompatibleServer,
-    NebulaError,
     OutcomeUnknown,
     ProtocolError,
     RequestTimeout,
@@ -102,6 +102,17 @@ _ARGS_SPECS: dict[type[Any], list[Any]] = {
         service.VerifyClientVersionArgs,
     )
 }
+
+
+def _hung_up_pipe() -> int:
+    read_end, write_end = os.pipe()
+    os.close(write_end)
+    return read_end
+
+
+#: The read end of a pipe whose write end is closed: it always polls as hung up. One per process
+#: (made at import, so that no test or caller sees a descriptor appear later); see close().
+_HUNG_UP_FD = _hung_up_pipe()
 
 
 def _remaining(deadline: float | None) -> float | None:
@@ -184,10 +195,7 @@ class Connection:
                 raise ConnectionFailed("no time left to connect", host=self.host)
             timeout = left if timeout is None else min(timeout, left)
         connect_deadline = None if timeout is None else time.monotonic() + timeout
-        try:
-            sock = socket.create_connection((self.address.host, self.address.port), timeout=timeout)
-        except OSError as exc:
-            raise ConnectionFailed(f"could not connect to {self.host}: {exc}", host=self.host) from exc
+        sock = self._connect(connect_deadline)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if cfg.tcp_keepalive:
@@ -195,9 +203,12 @@ class Connection:
             if cfg.tls is not None:
                 ctx = cfg.tls.create_context()
                 name = cfg.tls.server_hostname or self.address.host
-                sock.settimeout(_remaining(connect_deadline))
+                left = _remaining(connect_deadline)
+                if left is not None and left <= 0:
+                    raise socket.timeout("no time left for the TLS handshake")
+                sock.settimeout(left)
                 sock = ctx.wrap_socket(sock, server_hostname=name)
-        except (ssl.SSLError, OSError) as exc:
+        except (ssl.SSLError, OSError, ValueError) as exc:  # ValueError: a name ssl cannot check
             sock.close()
             if cfg.tls is not None:
                 hint = "certificate verification failed" if isinstance(
@@ -239,10 +250,41 @@ class Connection:
             raise ConnectionFailed(
                 f"version handshake with {self.host} failed{hint}: {exc.message}", host=self.host
             ) from exc
-        except NebulaError:
+        except BaseException:  # IncompatibleServer, Ctrl-C, ...: the socket is not left open
             self.close()
             raise
         log.debug("[#%04d] connected to %s", self.id, self.host)
+
+    def _connect(self, deadline: float | None) -> socket.socket:
+        """A connected TCP socket to :attr:`address`, trying each address its name resolves to,
+        all by ``deadline`` (``socket.create_connection`` would give each one the whole timeout).
+        Each address gets an equal share of the time left, the last one all of it.
+        :raises ConnectionFailed: none could be reached in time (or the name does not resolve)."""
+        host, port = self.address.host, self.address.port
+        try:
+            # not bounded by the deadline: the resolver has no timeout of its own to set
+            infos = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+        except (OSError, UnicodeError) as exc:  # UnicodeError: a name IDNA cannot encode
+            raise ConnectionFailed(f"could not resolve {self.host}: {exc}", host=self.host) from exc
+        error: Exception = socket.timeout("timed out")
+        for i, (family, kind, proto, _, addr) in enumerate(infos):
+            left = _remaining(deadline)
+            if left is not None:
+                if left <= 0:
+                    break
+                left /= len(infos) - i
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.settimeout(left)
+                sock.connect(addr)
+                return sock
+            except OSError as exc:
+                sock.close()
+                error = exc
+            except BaseException:
+                sock.close()
+                raise
+        raise ConnectionFailed(f"could not connect to {self.host}: {error}", host=self.host) from error
 
     def _handshake(self, deadline: float | None) -> None:
         req = ttypes.VerifyClientVersionReq(version=self.config.handshake_key.encode())
@@ -271,6 +313,18 @@ class Connection:
         self._broken = True
         if sock is None:
             return
+        poller = self._poller
+        if poller is not None:
+            # Another thread may be about to poll for this socket's reply. The poller knows it by
+            # its file descriptor number, which the close() below frees for the next socket this
+            # process opens: that thread would then wait on somebody else's socket until its
+            # deadline. Watching a descriptor that always reads as closed instead, it wakes at once
+            # and its recv() on the closed socket fails.
+            try:
+                poller.unregister(sock)
+                poller.register(_HUNG_UP_FD, select.POLLIN)
+            except (OSError, KeyError, ValueError):
+                pass
         if self.pid == _fork.pid():
             try:
                 # Wakes a thread blocked in recv() on this socket (close() alone may not).
@@ -388,6 +442,11 @@ class Connection:
                 except BlockingIOError:  # woken, but nothing to read after all
                     data = self._recv(sock, _RECV_SIZE, deadline)
             else:
+                # the send may have taken part of the time: the receive gets only what is left
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise socket.timeout("timed out")
+                self._settimeout(sock, left)  # nearly always a no-op (the timeout set above, within 5 ms)
                 data = sock.recv(_RECV_SIZE)
             size = len(data)
             if (size >= _EXEC_REPLY_AT and size - 4 == _unpack_len(data, 0)[0] <= self._limits.max_frame_size

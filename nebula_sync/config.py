@@ -63,6 +63,11 @@ class HostAddress:
                     f"host {self.host!r} is not an IPv6 address; give the host alone (parse_hosts() "
                     "reads 'host:port' and '[v6]:port')"
                 ) from None
+        else:
+            try:  # what the resolver will be given: a label over 63 characters, an empty one, ...
+                self.host.encode("idna")
+            except UnicodeError as exc:
+                raise ValueError(f"host name {self.host!r} is not a valid DNS name: {exc}") from None
 
     def __str__(self) -> str:
         if ":" in self.host:
@@ -346,6 +351,12 @@ class ConnectionConfig:
     def __attrs_post_init__(self) -> None:
         if not self.handshake_key:
             raise ValueError("handshake_key must not be empty")
+        try:
+            self.handshake_key.encode()
+        except UnicodeEncodeError:
+            raise ValueError(
+                f"handshake_key {self.handshake_key!r} cannot be sent: UTF-8 cannot encode a lone surrogate"
+            ) from None
 
     @property
     def limits(self) -> Limits:

@@ -8,6 +8,10 @@
 * ``fake_graphd_cluster`` — three started servers (a list), for multi-host tests.
 * ``raw_client`` — ``raw_client(server, framing="theader", protocol="binary")`` opens a
   :class:`RawClient`: hand-built frames over a real socket, closed after the test.
+* ``serve`` — ``serve(handler=None, **kw)`` starts a scripted :class:`rawserver.RawServer`; all
+  are stopped after the test, which fails if a handler raised.
+* ``conns`` — a list to put :class:`~nebula_sync._connection.Connection` objects in; each is
+  closed after the test.
 """
 
 from __future__ import annotations
@@ -20,8 +24,10 @@ from typing import Any, Callable, Optional
 
 import attrs
 import pytest
+from rawserver import RawServer
 from thrift.Thrift import TApplicationException
 
+from nebula_sync._connection import Connection
 from nebula_sync._thrift import service, ttypes, wire
 from nebula_sync.testing import FakeGraphd, compact_message, parse_compact_message
 from nebula_sync.testing._model import theader_frame
@@ -218,3 +224,29 @@ def raw_client() -> Iterator[Callable[..., RawClient]]:
     yield make
     for client in clients:
         client.close()
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., RawServer]]:
+    """Start raw servers; stop them and check their handlers raised nothing unexpected."""
+    servers: list[RawServer] = []
+
+    def start(handler: Any = None, **kw: Any) -> RawServer:
+        server = RawServer(handler, **kw).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+    for server in servers:
+        assert not server.errors, server.errors
+
+
+@pytest.fixture
+def conns() -> Iterator[list[Connection]]:
+    """Connections to close at the end (a test that fails half-way must not leak sockets)."""
+    made: list[Connection] = []
+    yield made
+    for conn in made:
+        conn.close()

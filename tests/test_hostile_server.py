@@ -72,32 +72,6 @@ PLAIN_EXECUTE = [service.ExecuteResult, service.ExecuteResult.thrift_spec]
 # ---- fixtures and helpers --------------------------------------------------------------------
 
 
-@pytest.fixture
-def serve() -> Iterator[Callable[..., RawServer]]:
-    """Start raw servers; stop them and check their handlers raised nothing unexpected."""
-    servers: list[RawServer] = []
-
-    def start(handler: Any = None, **kw: Any) -> RawServer:
-        server = RawServer(handler, **kw).start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
-    for server in servers:
-        assert not server.errors, server.errors
-
-
-@pytest.fixture
-def conns() -> Iterator[list[Connection]]:
-    """Connections to close at the end (a test that fails half-way must not leak sockets)."""
-    made: list[Connection] = []
-    yield made
-    for conn in made:
-        conn.close()
-
-
 def connect(server: RawServer, conns: list[Connection], **config: Any) -> Connection:
     conn = Connection(server.host_address, attrs.evolve(CFG, **config))
     conns.append(conn)
@@ -682,10 +656,16 @@ class _InterruptedRecv:
 
 
 class _InterruptedPoll:
-    """A poller whose wait is interrupted (as by Ctrl-C)."""
+    """A poller whose wait is interrupted (as by Ctrl-C); it stands in for ``select.poll()``."""
 
     def poll(self, *timeout: Any) -> list[Any]:
         raise KeyboardInterrupt
+
+    def register(self, fd: Any, events: int) -> None:
+        pass
+
+    def unregister(self, fd: Any) -> None:
+        pass
 
 
 def test_an_interrupt_while_waiting_for_the_reply_closes_the_connection(
