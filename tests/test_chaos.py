@@ -65,6 +65,9 @@ MARGIN = 0.75
 LATENCY_BOUND = WAIT_TIMEOUT + REQUEST_TIMEOUT + MARGIN
 RUN_BOUND = 90.0  # seconds: the workers stop (and the test fails) if the run takes longer
 MAX_FAULTS = 200  # bounds the run time: statements after the last fault run on healed hosts
+#: the workers go on past their STATEMENTS until this many faults were injected (a fast machine
+#: would otherwise finish its statements while the faults had barely started)
+MIN_FAULTS = 100
 PAUSE = (0.1, 0.4)  # seconds between one fault's end and the next on the same host
 
 
@@ -112,9 +115,11 @@ def call(client: NebulaClient, t: int, i: int, idempotent: bool) -> Any:
     return client.execute("RETURN $t * 1000000 + $i", {"t": t, "i": i}, idempotent=idempotent).rows()
 
 
-def worker(client: NebulaClient, t: int, stop: threading.Event, tally: Tally) -> None:
-    for i in range(PER_THREAD):
-        if stop.is_set():
+def worker(client: NebulaClient, t: int, stop: threading.Event, enough: threading.Event,
+           tally: Tally) -> None:  # fmt: skip
+    """Runs ``PER_THREAD`` statements, and more until ``enough`` faults were injected."""
+    for i in itertools.count():
+        if stop.is_set() or (i >= PER_THREAD and enough.is_set()):
             return
         idempotent = i % IDEMPOTENT_EVERY == 0
         tally.idempotent += idempotent
@@ -190,6 +195,8 @@ class FaultThread(threading.Thread):
         self.rng = random.Random(seed)
         self.counts: collections.Counter[str] = collections.Counter()
         self.failure: BaseException | None = None
+        #: set once MIN_FAULTS faults were injected, or when the thread ends
+        self.enough = threading.Event()
 
     def catalogue(self) -> list[Fault]:
         rng = self.rng
@@ -263,6 +270,8 @@ class FaultThread(threading.Thread):
                 fault = self.rng.choice([f for f in catalogue if not (f.down and someone_down)])
                 fault.begin(host)
                 self.counts[fault.name] += 1
+                if sum(self.counts.values()) >= MIN_FAULTS:
+                    self.enough.set()
                 if fault.heal is None:
                     schedule(PAUSE, index, None)
                 else:
@@ -271,6 +280,7 @@ class FaultThread(threading.Thread):
         except BaseException as exc:
             self.failure = exc
         finally:
+            self.enough.set()
             for _, _, index, healing in queue:
                 if healing is not None and healing.heal is not None:
                     healing.heal(self.hosts[index])
@@ -315,6 +325,17 @@ class LedgerConnection(Connection):
         return resp
 
 
+def heal_and_close(hosts: list[Host], client: NebulaClient) -> None:
+    """Undo every fault on every host, then close the client (its sign-outs can reach graphd)."""
+    for h in hosts:
+        h.proxy.pass_through()
+        h.server.stall(False)
+        h.server.clear_scripts()
+        h.server.refuse_connections(False)
+        h.server.start()
+    client.close()
+
+
 def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
@@ -344,8 +365,8 @@ def test_chaos() -> None:
     stop = threading.Event()
     faults = FaultThread(hosts, stop, SEED)
     tallies = [Tally() for _ in range(THREADS)]
-    workers = [threading.Thread(target=worker, args=(client, t, stop, tallies[t]), name=f"chaos-{t}")
-               for t in range(THREADS)]  # fmt: skip
+    workers = [threading.Thread(target=worker, args=(client, t, stop, faults.enough, tallies[t]),
+                                name=f"chaos-{t}") for t in range(THREADS)]  # fmt: skip
     ran_out_of_time = False
     try:
         faults.start()
@@ -365,13 +386,7 @@ def test_chaos() -> None:
         stats = client.stats()
     finally:
         stop.set()
-        for h in hosts:  # heal everything, then close
-            h.proxy.pass_through()
-            h.server.stall(False)
-            h.server.clear_scripts()
-            h.server.refuse_connections(False)
-            h.server.start()
-        client.close()
+        heal_and_close(hosts, client)
     left = []
     for h in hosts:
         # Sign-outs are read before the end of their connection, so once every connection is
@@ -400,12 +415,12 @@ def test_chaos() -> None:
         total.merge(tally)
     server_stats = [h.server.stats() for h in hosts]  # counters survive the kills and restarts
     statements = sum(st.statements for st in server_stats)
-    unfinished = {t: tally.done for t, tally in enumerate(tallies) if tally.done != PER_THREAD}
+    unfinished = {t: tally.done for t, tally in enumerate(tallies) if tally.done < PER_THREAD}
     figures = {
         "seed": SEED,
         "run seconds": round(run_seconds, 1),
         "statements (calls, incl. caller retries)": total.calls,
-        "distinct statements": THREADS * PER_THREAD,
+        "distinct statements": sum(tally.done for tally in tallies),
         "statements run by graphd": statements,
         "most statements at once on one session, per host": [
             st.max_concurrent_statements_per_session for st in server_stats
@@ -454,7 +469,7 @@ def test_chaos() -> None:
     assert all(st.max_concurrent_statements_per_session <= 1 for st in server_stats), {
         host: {sid: n for sid, n in by_session.items() if n > 1} for host, by_session in per_session.items()
     }
-    assert sum(faults.counts.values()) >= 100, "too few faults were injected"
+    assert sum(faults.counts.values()) >= MIN_FAULTS, "too few faults were injected"
     assert all(conns == 0 for _, conns in left), left
     assert signed_in == [], f"sessions the client knew were not signed out: {signed_in}"
     assert len(left_ids) <= ledger.failed, (left, ledger.failed)
@@ -487,3 +502,159 @@ def test_borrow_waits_for_a_host_backing_off_within_wait_timeout() -> None:
     finally:
         for s in servers:
             s.stop()
+
+
+# ---- at most once under the same faults --------------------------------------------------------
+
+#: the fault window of the at-most-once run: its workers stop starting statements at its end
+ONCE_SECONDS = 8.0
+ONCE_SEED = 20240612
+ONCE_THREADS = 8
+#: the fault thread's pace (a fault per host every 0.1-1.65 s) gave 40-48 in ONCE_SECONDS
+ONCE_MIN_FAULTS = 15
+#: what an at-most-once call ended with: a result, or an error that says nothing ran
+#: (``is_retryable()``); any other error is recorded by its class name
+RETURNED = "returned a result"
+NOT_SENT = "raised a not-sent error"
+#: the column alias that makes each non-idempotent statement's text unique: ``u<thread>_<i>``
+UNIQUE_ALIAS = re.compile(r" AS (u\d+_\d+)$")
+
+
+@attrs.define
+class OnceTally:
+    """What one at-most-once worker saw."""
+
+    #: alias of each non-idempotent statement -> RETURNED, NOT_SENT or the class of its error
+    outcomes: dict[str, str] = attrs.field(factory=dict)
+    wrong: list[str] = attrs.field(factory=list)
+    untyped: list[str] = attrs.field(factory=list)
+    idempotent: int = 0
+
+
+def unique_call(client: NebulaClient, t: int, i: int) -> Any:
+    """Statement ``i`` of thread ``t``, not idempotent, its text unique (``AS u<t>_<i>``), through
+    one of the three execute paths or a session block; its rows."""
+    text = f"RETURN $t * 1000000 + $i AS u{t}_{i}"
+    params = {"t": t, "i": i}
+    kind = i % 4
+    if kind == 1:  # a {{ }} template plus a server-side parameter
+        return client.execute_py(text.replace("$t", "{{t}}"), params).rows()
+    if kind == 2:
+        doc = client.execute_json(text, params)
+        return [tuple(row["row"]) for row in doc["results"][0]["data"]]
+    if kind == 3:  # a held session has its own retry rules (Session._run)
+        with client.session() as session:
+            return session.execute(text, params).rows()
+    return client.execute(text, params).rows()
+
+
+def once_worker(client: NebulaClient, t: int, stop: threading.Event, until: float, tally: OnceTally) -> None:
+    """Runs statements until ``until``: every third idempotent (the shared text of :func:`call`,
+    the client may retry it), the others unique and not idempotent, one attempt each."""
+    i = 0
+    while not stop.is_set() and time.monotonic() < until:
+        i += 1
+        expected = t * 1_000_000 + i
+        idempotent = i % IDEMPOTENT_EVERY == 0
+        alias = f"u{t}_{i}"
+        try:
+            if idempotent:
+                tally.idempotent += 1
+                rows = call(client, t, i, True)
+            else:
+                rows = unique_call(client, t, i)
+        except NebulaError as exc:
+            if not idempotent:
+                tally.outcomes[alias] = NOT_SENT if exc.is_retryable() else type(exc).__name__
+            if exc.is_retryable():
+                # the caller's own backoff: while every host backs off, NoHostAvailable comes at
+                # once, and a worker without one would only spin
+                stop.wait(0.02)
+            continue
+        except Exception as exc:
+            tally.untyped.append(f"{t}/{i}: {type(exc).__name__}: {exc}")
+            if not idempotent:
+                tally.outcomes[alias] = type(exc).__name__
+            continue
+        if not idempotent:
+            tally.outcomes[alias] = RETURNED
+        if rows != [(expected,)]:
+            tally.wrong.append(f"{t}/{i}: expected {expected}, got {rows!r}")
+
+
+@pytest.mark.slow
+def test_chaos_non_idempotent_statements_run_at_most_once() -> None:
+    """The same faults as :func:`test_chaos`, for ``ONCE_SECONDS``; each non-idempotent statement
+    has a text of its own. From what graphd logged: each ran at most once, exactly once when its
+    call returned a result, and never when its call raised an error saying nothing ran."""
+    hosts: list[Host] = []
+    for _ in range(3):
+        server = FakeGraphd(log_size=None, stop_timeout=5.0).start()  # every statement logged
+        proxy = FaultProxy((server.host, server.port), connect_timeout=CONNECT_TIMEOUT).start()
+        hosts.append(Host(server, proxy))
+    client = NebulaClient(
+        [h.proxy.address for h in hosts],
+        "root",
+        "nebula",
+        session_pool_config=SessionPoolConfig(size=4, wait_timeout=WAIT_TIMEOUT),
+        conn_config=ConnectionConfig(
+            connect_timeout=CONNECT_TIMEOUT, request_timeout=REQUEST_TIMEOUT, ping_timeout=REQUEST_TIMEOUT
+        ),
+        close_timeout=5.0,
+    )
+    stop = threading.Event()
+    faults = FaultThread(hosts, stop, ONCE_SEED)
+    tallies = [OnceTally() for _ in range(ONCE_THREADS)]
+    until = time.monotonic() + ONCE_SECONDS
+    workers = [threading.Thread(target=once_worker, args=(client, t, stop, until, tallies[t]),
+                                name=f"once-{t}") for t in range(ONCE_THREADS)]  # fmt: skip
+    try:
+        faults.start()
+        for w in workers:
+            w.start()
+        # each call ends within LATENCY_BOUND (test_chaos): the last ones start just before `until`
+        for w in workers:
+            w.join(max(0.0, until + 4 * LATENCY_BOUND - time.monotonic()))
+        hung = [w.name for w in workers if w.is_alive()]
+        stop.set()
+        for w in workers:
+            w.join(LATENCY_BOUND * 2)
+        faults.join(30)
+    finally:
+        stop.set()
+        heal_and_close(hosts, client)
+        for h in hosts:  # after stop() no statement runs any more: the logs are complete
+            h.proxy.stop()
+            h.server.stop()
+
+    outcomes: dict[str, str] = {}
+    for tally in tallies:
+        outcomes.update(tally.outcomes)
+    ran: collections.Counter[str] = collections.Counter()
+    for h in hosts:
+        for entry in h.server.statement_log():
+            match = UNIQUE_ALIAS.search(entry.statement)
+            if match:
+                ran[match.group(1)] += 1
+    run_twice = {alias: n for alias, n in ran.items() if n > 1}
+    returned_not_run_once = {a: ran[a] for a, o in outcomes.items() if o == RETURNED and ran[a] != 1}
+    not_sent_but_ran = {a: ran[a] for a, o in outcomes.items() if o == NOT_SENT and ran[a] != 0}
+    never_called = sorted(set(ran) - set(outcomes))
+    failed = collections.Counter(o for o in outcomes.values() if o != RETURNED)
+    print("\nat-most-once figures:")
+    print(f"  non-idempotent statements: {len(outcomes)}, idempotent: {sum(t.idempotent for t in tallies)}")
+    print(f"  returned: {len(outcomes) - sum(failed.values())}, failed: {dict(failed.most_common())}")
+    print(f"  faults injected: {sum(faults.counts.values())}")
+
+    assert faults.failure is None, repr(faults.failure)
+    assert hung == [], f"workers still running long after the fault window: {hung}"
+    assert [u for t in tallies for u in t.untyped] == []
+    assert [w for t in tallies for w in t.wrong] == []
+    assert run_twice == {}, f"non-idempotent statements graphd ran more than once: {run_twice}"
+    assert returned_not_run_once == {}, f"results of statements not run exactly once: {returned_not_run_once}"
+    assert not_sent_but_ran == {}, f"'nothing ran' errors for statements graphd ran: {not_sent_but_ran}"
+    assert never_called == [], never_called  # the log holds every statement (log_size=None)
+    # the run meant something: faults hit the non-idempotent calls, and most still got through
+    assert sum(faults.counts.values()) >= ONCE_MIN_FAULTS, dict(faults.counts)
+    assert sum(failed.values()) >= 5, dict(failed)
+    assert len(outcomes) - sum(failed.values()) >= 500

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from nebula_sync import _result, _values
 from nebula_sync._result import PlanDescription, Record, ResultSet
 from nebula_sync._thrift import fast, service, wire
 from nebula_sync._thrift import ttypes as T
@@ -234,6 +235,99 @@ def test_row_dicts_tolerate_rows_shorter_than_the_header() -> None:
     rs = result(["a", "b", "c"], [[1, 2], [3, 4]])
     assert rs.as_primitive_by_row() == [{"a": 1, "b": 2}, {"a": 3, "b": 4}]
     assert result(["a"], [[], []]).as_primitive_by_row() == []
+
+
+#: rows of the Node-column results below (nebula3's as_primitive is O(rows x cols^2): at 64
+#: columns a per-row rebuild of the whole row would convert each cell 64 times)
+NODE_ROWS = 2000
+
+
+def node_columns(width: int) -> tuple[list[str], list[list[Node]]]:
+    names = [f"c{c}" for c in range(width)]
+    rows = [[Node(f"v{r}-{c}", {"t": {"r": r, "c": c}}) for c in range(width)] for r in range(NODE_ROWS)]
+    return names, rows
+
+
+def node_primitive(r: int, c: int) -> dict[str, Any]:
+    return {"vid": f"v{r}-{c}", "tags": ["t"], "properties": {"t": {"r": r, "c": c}}}
+
+
+@pytest.mark.parametrize("width", [4, 64])
+def test_as_primitive_converts_each_cell_exactly_once(monkeypatch: pytest.MonkeyPatch, width: int) -> None:
+    # Linear in rows x columns, checked by counting instead of timing: a result built from values
+    # (not decoded as plain) converts a Node column through _values._TO_PRIMITIVE[Node].
+    calls = 0
+    node_to_primitive = _values._node_primitive
+
+    def counting(node: Node) -> dict[str, Any]:
+        nonlocal calls
+        calls += 1
+        return node_to_primitive(node)
+
+    monkeypatch.setitem(_values._TO_PRIMITIVE, Node, counting)
+    monkeypatch.setattr(_values, "_node_primitive", counting)  # any other route to it counts too
+    names, rows = node_columns(width)
+    rs = result(names, rows)
+    last = NODE_ROWS - 1
+
+    by_row = rs.as_primitive_by_row()
+    assert calls == NODE_ROWS * width
+    assert len(by_row) == NODE_ROWS and list(by_row[last]) == names
+    assert by_row[0]["c0"] == node_primitive(0, 0)
+    assert by_row[last][names[-1]] == node_primitive(last, width - 1)
+
+    calls = 0
+    by_column = rs.as_primitive_by_column()
+    assert calls == NODE_ROWS * width
+    assert list(by_column) == names and by_column[names[-1]][last] == node_primitive(last, width - 1)
+
+    calls = 0
+    assert rs.as_primitive_by_row() == by_row  # no cache that a second call could miss
+    assert calls == NODE_ROWS * width
+
+
+@pytest.mark.parametrize("width", [4, 64])
+def test_as_primitive_of_a_decoded_reply_converts_each_column_once(
+    monkeypatch: pytest.MonkeyPatch, width: int
+) -> None:
+    # The path a reply from graphd takes: decoded as plain (its vertices hold primitives only),
+    # each Node column goes through _nodes_primitive_plain once. (Fewer rows: encoding the
+    # reply is slow, and a per-row rebuild shows as more batches at any row count.)
+    rows = 250
+    batches: list[int] = []
+    plain = _result._nodes_primitive_plain
+
+    def counting(nodes: Any) -> list[dict[str, Any]]:
+        nodes = list(nodes)
+        batches.append(len(nodes))
+        return plain(nodes)
+
+    monkeypatch.setattr(_result, "_nodes_primitive_plain", counting)
+    data = T.DataSet(
+        column_names=[f"c{c}".encode() for c in range(width)],
+        rows=[
+            T.Row(values=[
+                T.Value(vVal=T.Vertex(vid=T.Value(sVal=f"v{r}-{c}".encode()), tags=[
+                    T.Tag(name=b"t", props={b"r": T.Value(iVal=r), b"c": T.Value(iVal=c)})
+                ]))
+                for c in range(width)
+            ])
+            for r in range(rows)
+        ],
+    )  # fmt: skip
+    rs = ResultSet.from_response(
+        decoded(T.ExecutionResponse(error_code=0, latency_in_us=1, data=data)),
+        statement=None,
+        host=None,
+        elapsed_us=1,
+    )
+    assert rs._plain
+    by_row = rs.as_primitive_by_row()
+    assert batches == [rows] * width
+    assert by_row[rows - 1][f"c{width - 1}"] == node_primitive(rows - 1, width - 1)
+    batches.clear()
+    assert list(rs.as_primitive_by_column()) == [f"c{c}" for c in range(width)]
+    assert batches == [rows] * width
 
 
 def test_large_conversions_pause_the_gc() -> None:
