@@ -15,6 +15,7 @@ import select
 import socket
 import ssl
 import struct
+import sys
 import time
 from typing import Any, Callable, Union
 
@@ -46,6 +47,8 @@ _UNSET: Any = object()
 _RECV_SIZE = 65536
 _CHUNK_SIZE = 1 << 20
 _poll = getattr(select, "poll", None)
+_TCP_INFO: int | None = getattr(socket, "TCP_INFO", None) if sys.platform == "linux" else None
+_TCP_ESTABLISHED = 1  # Linux's tcp_states.h
 
 Decoder = Callable[[wire.Reader, Union[bytes, bytearray], int], Any]
 
@@ -337,14 +340,21 @@ class Connection:
             pass
 
     def is_dropped(self) -> bool:
-        """Whether an idle connection was closed by the peer (or has stray bytes to read).
+        """Whether an idle connection was closed or reset by the peer.
 
-        A cheap non-blocking check made before reuse: nothing should be readable between requests.
+        A cheap non-blocking check made before reuse. On Linux it reads the TCP state (anything
+        but ESTABLISHED: the peer's FIN or RST has arrived); elsewhere it polls, which also sees
+        stray bytes (nothing should be readable between requests; on Linux such bytes would fail
+        the next reply's header check instead).
         """
         sock = self._sock
         if sock is None or self._broken:
             return True
         try:
+            if _TCP_INFO is not None:
+                # getsockopt() keeps the GIL where poll(0) would hand it over: measured +7 % at
+                # 8 threads (docs/benchmarks.md); the first byte of struct tcp_info is the state
+                return sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 1)[0] != _TCP_ESTABLISHED
             if self._poller is not None:
                 # b"" (EOF) or a byte nobody asked for: either way the stream is unusable.
                 return bool(self._poller.poll(0))
