@@ -9,6 +9,7 @@ can never be read as the answer to a later request.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import select
@@ -16,6 +17,7 @@ import socket
 import ssl
 import struct
 import sys
+import threading
 import time
 from typing import Any, Callable, Union
 
@@ -49,6 +51,7 @@ _CHUNK_SIZE = 1 << 20
 _poll = getattr(select, "poll", None)
 _TCP_INFO: int | None = getattr(socket, "TCP_INFO", None) if sys.platform == "linux" else None
 _TCP_ESTABLISHED = 1  # Linux's tcp_states.h
+_READABLE = select.POLLIN | select.POLLERR | select.POLLHUP if _poll is not None else 0
 
 Decoder = Callable[[wire.Reader, Union[bytes, bytearray], int], Any]
 
@@ -107,15 +110,32 @@ _ARGS_SPECS: dict[type[Any], list[Any]] = {
 }
 
 
-def _hung_up_pipe() -> int:
+def _hung_up_pipe() -> tuple[int, int, int]:
     read_end, write_end = os.pipe()
     os.close(write_end)
-    return read_end
+    info = os.fstat(read_end)
+    return read_end, info.st_dev, info.st_ino
 
 
-#: The read end of a pipe whose write end is closed: it always polls as hung up. One per process
-#: (made at import, so that no test or caller sees a descriptor appear later); see close().
-_HUNG_UP_FD = _hung_up_pipe()
+#: The read end of a pipe whose write end is closed: it always polls as hung up (see close()).
+#: Made at import, so that no test or caller sees a descriptor appear later; made again if
+#: something closed it behind our back (its number could then be somebody else's).
+_hung_up = [_hung_up_pipe()]
+_hung_up_lock = threading.Lock()
+
+
+def _hung_up_fd() -> int:
+    """The hung-up pipe's descriptor, checked to be still ours. Thread-safe."""
+    with _hung_up_lock:
+        fd, dev, ino = _hung_up[0]
+        try:
+            info = os.fstat(fd)
+            if (info.st_dev, info.st_ino) == (dev, ino):
+                return fd
+        except OSError:
+            pass
+        _hung_up[0] = _hung_up_pipe()
+        return _hung_up[0][0]
 
 
 def _remaining(deadline: float | None) -> float | None:
@@ -236,7 +256,7 @@ class Connection:
         self._nonblocking = False
         if _poll is not None:
             self._poller = _poll()
-            self._poller.register(sock, select.POLLIN | select.POLLERR | select.POLLHUP)
+            self._poller.register(sock, _READABLE)
             if cfg.tls is None:
                 sock.settimeout(0.0)
                 self._nonblocking = True
@@ -269,14 +289,18 @@ class Connection:
             infos = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
         except (OSError, UnicodeError) as exc:  # UnicodeError: a name IDNA cannot encode
             raise ConnectionFailed(f"could not resolve {self.host}: {exc}", host=self.host) from exc
-        error: Exception = socket.timeout("timed out")
+        error: Exception = socket.timeout("no time left to connect after resolving the name")
         for i, (family, kind, proto, _, addr) in enumerate(infos):
             left = _remaining(deadline)
             if left is not None:
                 if left <= 0:
                     break
                 left /= len(infos) - i
-            sock = socket.socket(family, kind, proto)
+            try:
+                sock = socket.socket(family, kind, proto)
+            except OSError as exc:  # e.g. an IPv6 address on a kernel without IPv6: the next one
+                error = exc
+                continue
             try:
                 sock.settimeout(left)
                 sock.connect(addr)
@@ -325,7 +349,7 @@ class Connection:
             # and its recv() on the closed socket fails.
             try:
                 poller.unregister(sock)
-                poller.register(_HUNG_UP_FD, select.POLLIN)
+                poller.register(_hung_up_fd(), select.POLLIN)
             except (OSError, KeyError, ValueError):
                 pass
         if self.pid == _fork.pid():
@@ -344,8 +368,9 @@ class Connection:
 
         A cheap non-blocking check made before reuse. On Linux it reads the TCP state (anything
         but ESTABLISHED: the peer's FIN or RST has arrived); elsewhere it polls, which also sees
-        stray bytes (nothing should be readable between requests; on Linux such bytes would fail
-        the next reply's header check instead).
+        stray bytes. A correct graphd never sends bytes between requests; on Linux such bytes
+        would make the next statement fail (a ``ProtocolError``, or a ``RequestTimeout`` if they
+        read as the start of a longer frame) instead of moving it to a fresh connection.
         """
         sock = self._sock
         if sock is None or self._broken:
@@ -544,21 +569,32 @@ class Connection:
         """Send the rest of ``data`` (``sent`` bytes went already) on the non-blocking socket by
         ``deadline`` (``socket.timeout``)."""
         view = memoryview(data)[sent:]
-        writable = select.poll()
-        writable.register(sock, select.POLLOUT)
-        while view:
+        # The connection's own poller, watching for room to write meanwhile: close() from another
+        # thread re-points it (see there), so this wait never outlives a closed socket either.
+        poller = self._poller
+        try:
+            poller.modify(sock, select.POLLOUT)
+        except (KeyError, ValueError):  # closed meanwhile (unregistered, or no descriptor left)
+            raise OSError(errno.EBADF, "the connection was closed") from None
+        try:
+            while view:
+                try:
+                    sent = sock.send(view)
+                except BlockingIOError:
+                    sent = 0
+                view = view[sent:]
+                if not view:
+                    return
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise socket.timeout("timed out")
+                if not poller.poll(None if left is None else left * 1000.0):
+                    raise socket.timeout("timed out")
+        finally:
             try:
-                sent = sock.send(view)
-            except BlockingIOError:
-                sent = 0
-            view = view[sent:]
-            if not view:
-                return
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                raise socket.timeout("timed out")
-            if not writable.poll(None if left is None else left * 1000.0):
-                raise socket.timeout("timed out")
+                poller.modify(sock, _READABLE)
+            except (OSError, KeyError, ValueError):  # closed meanwhile: nothing to restore
+                pass
 
     def _send(self, method: str, args: Any, mtype: int = wire.CALL, deadline: float | None = None) -> int:
         """Write one request, by ``deadline`` (``time.monotonic()``; ``None``: within the request

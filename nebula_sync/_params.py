@@ -322,20 +322,29 @@ def to_parameter_map(params: Mapping[str, Any]) -> dict[bytes, ttypes.Value]:
 
 # ---- nGQL literals ---------------------------------------------------------------------------
 
-#: nGQL's reserved words: a name spelled like one (any case) must be backquoted, as a map key or
-#: a space in ``USE``
+#: nGQL's reserved words (graphd 3.x's documentation, and the join words of its newer grammar):
+#: a name spelled like one, in any case, must be backquoted
 RESERVED_WORDS = frozenset(
     """
-    ACROSS ADD ALTER AND AS ASC ASCENDING BALANCE BOOL BY CASE CHANGE COMPACT CREATE DATE DATETIME
-    DELETE DESC DESCENDING DESCRIBE DISTINCT DOUBLE DOWNLOAD DROP DURATION EDGE EDGES EXISTS EXPLAIN
-    FALSE FETCH FIND FIXED_STRING FLOAT FLUSH FORMAT FROM GEOGRAPHY GET GETDATE GO GRANT IF
-    IGNORE_EXISTED_INDEX IN INDEX INDEXES INGEST INSERT INT INT16 INT32 INT64 INT8 INTERSECT IS LIMIT
-    LIST LOOKUP MAP MATCH MINUS NO NOT NULL OF OFFSET ON OR ORDER OVER OVERWRITE PATH PROFILE PROP
-    REBUILD RECOVER REMOVE REPLACE RESTART RETURN REVERSELY REVOKE SET SHOW STEP STEPS STOP STRING
-    SUBMIT TAG TAGS TIME TIMESTAMP TO TRUE UNION UNWIND UPDATE UPSERT UPTO USE VERTEX VERTICES WHEN
-    WHERE WITH XOR YIELD
+    ACROSS ADD ALTER AND ANTI AS ASC ASCENDING BALANCE BOOL BY CASE CHANGE COMPACT CREATE DATE
+    DATETIME DELETE DESC DESCENDING DESCRIBE DISTINCT DOUBLE DOWNLOAD DROP DURATION EDGE EDGES EXISTS
+    EXPLAIN FALSE FETCH FIND FIXED_STRING FLOAT FLUSH FORMAT FROM GEOGRAPHY GET GETDATE GO GRANT IF
+    IGNORE_EXISTED_INDEX IN INDEX INDEXES INGEST INNER INSERT INT INT16 INT32 INT64 INT8 INTERSECT IS
+    JOIN LEFT LIMIT LIST LOOKUP MAP MATCH MINUS NO NOT NULL OF OFFSET ON OR ORDER OUTER OVER
+    OVERWRITE PATH PROFILE PROP REBUILD RECOVER REMOVE REPLACE RESTART RETURN REVERSELY REVOKE RIGHT
+    SEMI SET SHOW STEP STEPS STOP STRING SUBMIT TAG TAGS TIME TIMESTAMP TO TRUE UNION UNWIND UPDATE
+    UPSERT UPTO USE VERTEX VERTICES WHEN WHERE WITH XOR YIELD
     """.split()
 )
+_BARE_NAME = re.compile(r"[a-z_][a-z0-9_]*")
+
+
+def bare_name(name: str) -> bool:
+    """Whether ``name`` can be written without backquotes and still reach graphd unchanged: a
+    lowercase identifier that is not a reserved word. graphd's parser lowercases its unreserved
+    keywords (``USE Users`` names the space ``users``), so a name with a capital letter is always
+    backquoted."""
+    return _BARE_NAME.fullmatch(name) is not None and name.upper() not in RESERVED_WORDS
 
 
 def _string_literal(s: str, name: str) -> str:
@@ -360,7 +369,7 @@ def _map_key(key: Any, name: str) -> str:
     if not isinstance(key, str):
         raise TypeError(f"{name}: map keys must be str, not {type(key).__name__} ({key!r})")
     _text_bytes(key, name)
-    if _IDENT.match(key) and key.upper() not in RESERVED_WORDS:
+    if bare_name(key):
         return key
     if not key or "`" in key or "\n" in key:
         raise ValueError(f"{name}: map key {key!r} cannot be written in nGQL, even backquoted")

@@ -11,14 +11,13 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
-import re
 import ssl
 from collections.abc import Iterable, Sequence
 from typing import Any, Optional, Union
 
 import attrs
 
-from nebula_sync._params import RESERVED_WORDS
+from nebula_sync._params import bare_name
 from nebula_sync._thrift.wire import Framing, Limits
 
 __all__ = [
@@ -431,10 +430,11 @@ class SessionConfig:
     )
 
     def use_statement(self) -> str | None:
-        """The ``USE`` statement for :attr:`space` (backquoted unless a plain identifier that is not
-        a reserved word: ``USE `match```), or ``None``."""
+        """The ``USE`` statement for :attr:`space`, or ``None``. The name is backquoted unless it is
+        a lowercase identifier that is not a reserved word (``USE `match```, ``USE `Users```: graphd
+        would read one as a keyword, and lowercase the other)."""
         if self.space is None:
             return None
-        if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.space) and self.space.upper() not in RESERVED_WORDS:
+        if bare_name(self.space):
             return f"USE {self.space}"
         return f"USE `{self.space}`"

@@ -351,6 +351,17 @@ def test_space_changed_by_a_statement_is_restored(fake_graphd: FakeGraphd) -> No
         assert [s.space for s in fake_graphd.sessions()] == ["test"]
 
 
+@pytest.mark.parametrize(
+    ("space", "statement"),
+    [("test", "USE test"), ("my_space2", "USE my_space2"), ("match", "USE `match`"), ("Users", "USE `Users`"),
+     ("Data", "USE `Data`"), ("left", "USE `left`"), ("a b", "USE `a b`"), ("日本", "USE `日本`")],
+)
+def test_use_statement_backquotes_what_graphd_would_not_read_as_given(space: str, statement: str) -> None:
+    # a reserved word would be a keyword; an unreserved keyword in any case is lowercased by
+    # graphd's parser ("USE Users" names the space "users"): only lowercase plain names go bare
+    assert SessionConfig(space=space).use_statement() == statement
+
+
 def test_a_space_named_like_a_reserved_word_is_backquoted(fake_graphd: FakeGraphd) -> None:
     # graphd reads an unquoted reserved word as a keyword ("USE match" is a syntax error), so the
     # set-up USE and the restore after a statement moved the session both need the backquotes

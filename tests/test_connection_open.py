@@ -18,9 +18,13 @@ connect to it hangs. Every certificate is made at test time with ``trustme``.
 
 from __future__ import annotations
 
+import errno
+import os
 import re
+import select
 import socket
 import ssl
+import stat
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -29,12 +33,12 @@ from typing import Any, Callable, Optional
 import attrs
 import pytest
 import trustme
-from rawserver import ExpectEof, Handshake, RawServer, ReadFrame, verify_ok
+from rawserver import ExpectEof, Handshake, RawServer, ReadFrame, WaitFor, verify_ok
 
 from nebula_sync import ConnectionConfig, NebulaClient, SessionPoolConfig, TLSConfig
 from nebula_sync._connection import Connection
 from nebula_sync.config import HostAddress
-from nebula_sync.errors import ConnectionFailed, OutcomeUnknown, RequestTimeout
+from nebula_sync.errors import ConnectionFailed, NebulaError, OutcomeUnknown, RequestTimeout
 from nebula_sync.testing import FakeGraphd
 
 TIMEOUT = 10.0  # bound on every call that should not time out
@@ -342,12 +346,15 @@ class _CloseThenReuse:
             self.fd = sock.fileno()
             self._conn.close()
             for _ in range(256):
-                pair = socket.socketpair()  # connected, and nothing to read: a poll on it waits
+                pair = self._pair()
                 self.taken.extend(pair)
                 if self.fd in (pair[0].fileno(), pair[1].fileno()):
                     self.reused = True
                     break
         return self._real.poll(*timeout)
+
+    def _pair(self) -> tuple[socket.socket, socket.socket]:
+        return socket.socketpair()  # connected, and nothing to read: a poll on it waits
 
     def close(self) -> None:
         for sock in self.taken:
@@ -357,25 +364,121 @@ class _CloseThenReuse:
         return getattr(self._real, name)
 
 
-def test_close_before_the_poll_wakes_the_caller_even_if_the_fd_is_reused(
-    serve: Callable[..., RawServer], conns: list[Connection]
+@pytest.mark.parametrize("wait", ["for the reply", "to send"])
+def test_close_before_a_wait_wakes_the_caller_even_if_the_fd_is_reused(
+    serve: Callable[..., RawServer], conns: list[Connection], wait: str
 ) -> None:
-    server = serve([Handshake(), ReadFrame(), ExpectEof()])  # never answers the call
+    # "to send": the same race on the way out, a statement too big for the socket buffer waiting
+    # for room to write the rest (on the connection's poller, which close() re-points)
+    if wait == "for the reply":
+        steps: list[Any] = [Handshake(), ReadFrame(), ExpectEof()]  # never answers the call
+        make_poller: Callable[..., _CloseThenReuse] = _CloseThenReuse
+        stmt = b"RETURN 1"
+        error_type: type[NebulaError] = OutcomeUnknown
+    else:
+        steps = [Handshake(), WaitFor("never", timeout=TIMEOUT)]  # never reads the request
+        make_poller, stmt, error_type = _FullSocketPair, b"RETURN 1 //" + b"x" * (16 << 20), ConnectionFailed
+    server = serve(steps)
     conn = Connection(server.host_address, ConnectionConfig(request_timeout=TIMEOUT, tcp_keepalive=False))
     conns.append(conn)
     conn.open(time.monotonic() + TIMEOUT)
-    poller = _CloseThenReuse(conn, conn._poller)
+    poller = make_poller(conn, conn._poller)
     conn._poller = poller
     try:
         start = time.monotonic()
-        with pytest.raises(OutcomeUnknown) as info:
-            conn.execute(1, b"RETURN 1", None, start + TIMEOUT)
+        with pytest.raises(error_type) as info:
+            conn.execute(1, stmt, None, start + TIMEOUT)
         elapsed = time.monotonic() - start
     finally:
         poller.close()
     assert poller.reused, f"no new socket got fd {poller.fd}"
     assert elapsed < TIMEOUT / 2, f"woken after {elapsed:.2f}s, not at once"
-    assert type(info.value) is OutcomeUnknown, repr(info.value)
-    assert "was closed while waiting for executeWithParameter" in str(info.value)
+    assert type(info.value) is error_type, repr(info.value)
     assert not conn.is_usable
-    server.wait_until(lambda s: s.eofs == 1)
+    if wait == "for the reply":
+        assert "was closed while waiting for executeWithParameter" in str(info.value)
+        server.wait_until(lambda s: s.eofs == 1)
+
+
+class _FullSocketPair(_CloseThenReuse):
+    """:class:`_CloseThenReuse` for a wait to write: the new sockets have full send buffers, so a
+    poll for room to write on the one with the old number would wait."""
+
+    def _pair(self) -> tuple[socket.socket, socket.socket]:
+        pair = socket.socketpair()
+        for sock in pair:
+            sock.setblocking(False)
+            try:
+                while True:
+                    sock.send(b"x" * 65536)
+            except BlockingIOError:
+                pass
+        return pair
+
+
+
+def test_a_socket_that_cannot_be_made_for_one_address_moves_on_to_the_next(
+    resolve: Resolver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # socket.create_connection goes on to the next address when socket() itself fails (an IPv6
+    # address on a kernel without IPv6: EAFNOSUPPORT), and so must open()
+    real_socket = socket.socket
+    refused: list[int] = []
+
+    def make(family: int = -1, *args: Any, **kwargs: Any) -> socket.socket:
+        if family == socket.AF_INET6:
+            refused.append(family)
+            raise OSError(errno.EAFNOSUPPORT, "Address family not supported by protocol")
+        return real_socket(family, *args, **kwargs)
+
+    with FakeGraphd() as server:
+        real = resolve.lookup
+
+        def lookup(host: Any) -> Optional[list[Any]]:
+            if host != NAME:
+                return real(host)
+            tcp = (socket.SOCK_STREAM, socket.IPPROTO_TCP, "")
+            v6 = (socket.AF_INET6, *tcp, ("::1", server.port, 0, 0))
+            return [v6, (socket.AF_INET, *tcp, address_of(server))]
+
+        monkeypatch.setattr(resolve, "lookup", lookup)
+        monkeypatch.setattr(socket, "socket", make)
+        conn = Connection(HostAddress(NAME, server.port), ConnectionConfig(connect_timeout=TIMEOUT))
+        try:
+            conn.open(time.monotonic() + TIMEOUT)
+            assert conn.is_usable and refused == [socket.AF_INET6]
+        finally:
+            conn.close()
+
+
+def test_no_socket_at_all_is_connection_failed(resolve: Resolver, monkeypatch: pytest.MonkeyPatch) -> None:
+    # out of file descriptors (EMFILE): a ConnectionFailed naming the host, not a bare OSError
+    resolve.set(NAME, [("127.0.0.1", 9)])
+
+    def make(*args: Any, **kwargs: Any) -> socket.socket:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(socket, "socket", make)
+    with pytest.raises(ConnectionFailed, match=f"could not connect to {NAME}:9: .*Too many open files"):
+        Connection(HostAddress(NAME, 9), ConnectionConfig(connect_timeout=TIMEOUT)).open()
+
+
+def test_the_hung_up_pipe_is_made_again_if_something_closed_it() -> None:
+    # a daemon library's closerange() may close it behind our back; its number could then be
+    # somebody else's: close() must never point a poller at that
+    from nebula_sync import _connection
+
+    first = _connection._hung_up_fd()
+    os.close(first)
+    a, b = socket.socketpair()  # takes the freed number (the lowest free one)
+    try:
+        assert first in (a.fileno(), b.fileno())
+        fresh = _connection._hung_up_fd()
+        assert fresh not in (a.fileno(), b.fileno())
+        assert stat.S_ISFIFO(os.fstat(fresh).st_mode)
+        poller = select.poll()
+        poller.register(fresh, select.POLLIN)
+        assert poller.poll(0), "the pipe does not read as hung up"
+    finally:
+        a.close()
+        b.close()

@@ -113,8 +113,9 @@ def test_pass_through_copies_both_ways_and_counts(proxy: FaultProxy, clients: li
     sender.start()
     assert recv_exactly(s, len(data)) == data
     sender.join(TIMEOUT)
-    # The proxy counts a write after it returned: the client may read the bytes a moment earlier.
-    st = proxy.wait_until(lambda st: st.bytes_to_client == len(data))
+    # The proxy counts a write after it returned: the client may read the bytes a moment earlier
+    # (in both directions: the echo may come back before the last upstream write was counted).
+    st = proxy.wait_until(lambda st: st.bytes_to_client == st.bytes_to_upstream == len(data))
     assert st.accepted == 1 and st.open == 1
     assert st.bytes_from_client == st.bytes_to_upstream == len(data)
     assert st.bytes_from_upstream == st.bytes_to_client == len(data)

@@ -341,6 +341,11 @@ def test_parameter_map_errors(params: Any, exc: type[Exception], message: str) -
             {"a": 1, "b c": 2, "match": 3, "_ok1": 4, "日本": 5},
             "{a: 1, `b c`: 2, `match`: 3, _ok1: 4, `日本`: 5}",
         ),
+        (  # graphd lowercases an unreserved keyword ({Status: 1} has the key "status"), so a key
+            # with a capital letter is always backquoted; so are the join words
+            {"Status": 1, "Data": 2, "camelCase": 3, "left": 4, "status": 5},
+            "{`Status`: 1, `Data`: 2, `camelCase`: 3, `left`: 4, status: 5}",
+        ),
         (dt.date(2024, 1, 2), 'date("2024-01-02")'),
         (dt.datetime(2024, 1, 2, 3, 4, 5, 6), 'datetime("2024-01-02T03:04:05.000006+00:00")'),
         (

@@ -43,6 +43,14 @@ from nebula_sync._params import RESERVED_WORDS
 from nebula_sync._thrift import ttypes
 from nebula_sync._thrift.ttypes import NullType, Value
 
+#: words graphd's parser refuses as a bare space or column name: the reserved words the client
+#: quotes, less those that graphd 3.x's grammar lists as unreserved or not at all (the client
+#: quotes them anyway, to be safe) and the join words of newer grammars
+_REJECTED_NAMES = RESERVED_WORDS - frozenset(
+    "LIMIT OFFSET FORMAT PROFILE PATH GETDATE REPLACE ACROSS RESTART JOIN LEFT RIGHT INNER OUTER SEMI "
+    "ANTI".split()
+)
+
 __all__ = [
     "E_EXECUTION_ERROR",
     "E_SEMANTIC_ERROR",
@@ -350,7 +358,7 @@ class _Parser:
 
     def name(self) -> str:
         tok = self.peek()
-        if tok.kind == "bquote" or (tok.kind == "ident" and tok.text.upper() not in RESERVED_WORDS):
+        if tok.kind == "bquote" or (tok.kind == "ident" and tok.text.upper() not in _REJECTED_NAMES):
             self.next()
             return str(tok.value)
         raise self.error()
