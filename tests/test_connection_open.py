@@ -257,6 +257,27 @@ def test_tls_open_with_no_time_left_after_the_connect_is_connection_failed(
     assert not conn.is_usable
 
 
+def test_tls_open_whose_connect_used_up_the_time_does_not_start_the_handshake(
+    tls_graphd: FakeGraphd, pki: Pki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the connect succeeds, but only as the connect timeout runs out: open() says so at once
+    # instead of starting a TLS handshake with no time (a negative socket timeout)
+    real = Connection._connect
+
+    def slow_connect(self: Connection, deadline: Optional[float]) -> socket.socket:
+        sock = real(self, deadline)
+        assert deadline is not None
+        threading.Event().wait(max(0.0, deadline - time.monotonic()) + 0.05)  # the injected slowness
+        return sock
+
+    monkeypatch.setattr(Connection, "_connect", slow_connect)
+    conn = Connection(HostAddress(*address_of(tls_graphd)), ConnectionConfig(tls=pki.tls(), connect_timeout=0.5))
+    with pytest.raises(ConnectionFailed, match="no time left for the TLS handshake"):
+        conn.open()
+    assert not conn.is_usable
+    assert tls_graphd.stats().handshakes == 0
+
+
 def test_a_name_the_resolver_cannot_encode_is_connection_failed(resolve: Resolver) -> None:
     with pytest.raises(UnicodeError) as encoding:
         ("a" * 64 + ".example").encode("idna")  # what getaddrinfo raises for such a name
