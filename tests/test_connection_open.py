@@ -271,7 +271,8 @@ def test_tls_open_whose_connect_used_up_the_time_does_not_start_the_handshake(
         return sock
 
     monkeypatch.setattr(Connection, "_connect", slow_connect)
-    conn = Connection(HostAddress(*address_of(tls_graphd)), ConnectionConfig(tls=pki.tls(), connect_timeout=0.5))
+    cfg = ConnectionConfig(tls=pki.tls(), connect_timeout=0.5)
+    conn = Connection(HostAddress(*address_of(tls_graphd)), cfg)
     with pytest.raises(ConnectionFailed, match="no time left for the TLS handshake"):
         conn.open()
     assert not conn.is_usable

@@ -26,7 +26,7 @@ from nebula_sync._result import ResultSet
 from nebula_sync.console._cli import Printer, build_parser, main
 from nebula_sync.console._demo_graph import SCRIPTED, flex_pattern, follow_path
 from nebula_sync.console._output import render_csv, render_json, to_json
-from nebula_sync.console._repl import Repl
+from nebula_sync.console._repl import Repl, _quote_name
 from nebula_sync.console._split import Statement, StatementSplitter, split_statements
 from nebula_sync.testing import FakeGraphd
 
@@ -653,6 +653,14 @@ def test_repl_goes_back_to_its_space_when_graphd_forgot_the_session(fake_graphd:
         "RETURN 3 AS three",
     ]
     assert log[2].session_id != log[3].session_id == log[4].session_id
+
+
+@pytest.mark.parametrize(
+    ("space", "written"), [("test", "test"), ("match", "`match`"), ("Users", "`Users`"), ("a b", "`a b`")]
+)
+def test_the_space_the_console_goes_back_to_is_written_as_graphd_reads_it(space: str, written: str) -> None:
+    # a reserved word would be a keyword, and graphd lowercases unreserved ones ("USE Users")
+    assert _quote_name(space) == written
 
 
 def test_repl_never_runs_a_statement_outside_the_space_its_prompt_shows(fake_graphd: FakeGraphd) -> None:

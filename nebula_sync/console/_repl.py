@@ -11,12 +11,12 @@ space. Single-threaded.
 from __future__ import annotations
 
 import contextlib
-import re
 import sys
 import time
 from typing import Callable, Optional
 
 from nebula_sync._client import NebulaClient, Session
+from nebula_sync._params import bare_name
 from nebula_sync._result import _render_table
 from nebula_sync.console._cli import EXIT_OK, Printer, check_utf8, exit_code
 from nebula_sync.console._output import FORMATS, format_error, write
@@ -66,7 +66,8 @@ def format_stats(client: NebulaClient) -> str:
 
 
 def _quote_name(name: str) -> str:
-    return name if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) else "`" + name.replace("`", "") + "`"
+    """``name`` as graphd reads it back unchanged (see :func:`~nebula_sync._params.bare_name`)."""
+    return name if bare_name(name) else "`" + name.replace("`", "") + "`"
 
 
 class Repl:
