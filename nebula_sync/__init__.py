@@ -66,6 +66,7 @@ from nebula_sync.errors import (  # the error tree, also importable from nebula_
     StatementEmpty,
     StatementSyntaxError,
     TooManyConnections,
+    UnreadableReply,
     WebServiceError,
 )
 
@@ -121,6 +122,7 @@ __all__ = [
     "StatementSyntaxError",
     "TLSConfig",
     "TooManyConnections",
+    "UnreadableReply",
     "ValueWrapper",
     "WebServiceError",
     "__version__",

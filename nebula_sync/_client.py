@@ -52,6 +52,7 @@ from nebula_sync.errors import (
     OutcomeUnknown,
     ProtocolError,
     ServerError,
+    UnreadableReply,
     error_code_name,
     lookup,
     redact_statement,
@@ -122,10 +123,11 @@ def _earlier(a: float | None, b: float | None) -> float | None:
     return a if b is None or a < b else b
 
 
-def _not_sent(what: str, host: HostEntry, exc: OutcomeUnknown) -> ConnectionFailed:
-    """The error for a reply lost while setting up a session: only the session is in doubt (graphd
-    may have created it), the statement was not sent, so it may be retried elsewhere."""
-    message = f"no reply to {what} from {host.name} ({exc.message}); the statement was not sent"
+def _not_sent(what: str, host: HostEntry, exc: OutcomeUnknown | ProtocolError) -> ConnectionFailed:
+    """The error for a reply lost (or unreadable) while setting up a session: only the session is
+    in doubt (graphd may have created it), the statement was not sent, so it may be retried
+    elsewhere."""
+    message = f"no usable reply to {what} from {host.name} ({exc.message}); the statement was not sent"
     return ConnectionFailed(message, host=host.name)
 
 
@@ -134,6 +136,13 @@ def _first_unknown(exc: NebulaError, unknown: OutcomeUnknown | None) -> NebulaEr
     was one (a later failure other than graphd's own reply would hide that the statement may have
     run), else ``exc`` itself."""
     return exc if unknown is None or isinstance(exc, ServerError) else unknown
+
+
+def _unreadable(exc: ProtocolError) -> UnreadableReply:
+    """The unknown outcome a reply that could not be read leaves a statement that was sent in."""
+    if isinstance(exc, UnreadableReply):
+        return exc
+    return UnreadableReply(f"{exc.message}; the statement was sent and may have run", host=exc.host)
 
 
 def _left(deadline: float | None) -> bool:
@@ -884,6 +893,10 @@ class NebulaClient:
                 if resp.error_code != 0 or session.space != self._home_space:
                     resp, session = self._settle(lease, conn, session, resp, resp.error_code, prepared,
                                                  req_timeout, overall, False, restore_space=True)  # fmt: skip
+            except ProtocolError as error:  # as in _attempt: a sent statement's outcome is unknown
+                if not sent:
+                    raise
+                raise _unreadable(error) from error
             finally:
                 self._checkin(lease, conn)
         except (ConnectionFailed, OutcomeUnknown) as error:
@@ -994,6 +1007,9 @@ class NebulaClient:
                     raise  # a reply came, and _settle left the session where it belongs
                 except ConnectionFailed:
                     raise  # the statement was not sent (or not whole): the session is fine
+                except ProtocolError as exc:  # sent, and the reply could not be read
+                    self._retire(lease, conn)
+                    raise _unreadable(exc) from exc
                 except BaseException:
                     # sent, and no usable reply (none, too big, malformed, Ctrl-C while waiting):
                     # graphd may still be running it
@@ -1112,13 +1128,13 @@ class NebulaClient:
                  deadline: float | None) -> None:  # fmt: skip
         """Put a session just made for a session block into the block's ``space`` before its
         statement runs. On failure the session is dropped (never used in another space); no
-        reply to the ``USE`` is a :class:`ConnectionFailed`: the statement was not sent."""
+        (readable) reply to the ``USE`` is a :class:`ConnectionFailed`: the statement was not sent."""
         try:
             self._use(host, conn, session, space, deadline)
         except BaseException as exc:
             lease.session = None
             self._signout(host, session, conn, wait=False)
-            if isinstance(exc, OutcomeUnknown):
+            if isinstance(exc, (OutcomeUnknown, ProtocolError)):
                 raise _not_sent("the USE of the session block's space", host, exc) from exc
             raise
 
@@ -1183,7 +1199,7 @@ class NebulaClient:
         reply_by = _earlier(deadline, None if req_timeout is None else time.monotonic() + req_timeout)
         try:
             resp = conn.authenticate(self._username, self._password, reply_by)
-        except OutcomeUnknown as exc:
+        except (OutcomeUnknown, ProtocolError) as exc:
             raise _not_sent("authenticate", host, exc) from exc
         if resp.error_code != 0 or resp.session_id is None:
             msg = (resp.error_msg or b"").decode("utf-8", "replace") or error_code_name(resp.error_code or 0)
@@ -1218,7 +1234,7 @@ class NebulaClient:
                     raise self._server_error(reply, code, prepared, host, False)
         except BaseException as exc:
             self._signout(host, session, conn, wait=False)
-            if isinstance(exc, OutcomeUnknown):
+            if isinstance(exc, (OutcomeUnknown, ProtocolError)):
                 raise _not_sent("the session set-up", host, exc) from exc
             raise
         return session

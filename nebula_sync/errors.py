@@ -23,7 +23,8 @@
           ├── ProtocolError           the server sent something that is not a valid reply
           ├── WebServiceError         graphd's HTTP web service failed or answered an error
           └── OutcomeUnknown          the request was sent but no reply arrived: it may have run
-               └── RequestTimeout     ... because ``request_timeout`` passed
+               ├── RequestTimeout     ... because ``request_timeout`` passed
+               └── UnreadableReply    ... because its reply could not be read (a ProtocolError too)
 
 Every error is picklable and says whether retrying it is safe (:meth:`NebulaError.is_retryable`).
 Server errors are looked up by code with :func:`lookup`.
@@ -58,6 +59,7 @@ __all__ = [
     "StatementEmpty",
     "StatementSyntaxError",
     "TooManyConnections",
+    "UnreadableReply",
     "WebServiceError",
     "error_code_name",
     "lookup",
@@ -283,6 +285,13 @@ class OutcomeUnknown(DriverError):
 
 class RequestTimeout(OutcomeUnknown):
     """No reply within ``request_timeout``; the statement may still be running on graphd."""
+
+
+class UnreadableReply(ProtocolError, OutcomeUnknown):
+    """graphd's reply to a statement that was sent could not be read (malformed bytes, or a Thrift
+    exception instead of a result): the statement may have run. Both a :class:`ProtocolError` and
+    an :class:`OutcomeUnknown`, so ``idempotent=True`` lets the client retry it. The connection
+    was discarded."""
 
 
 class WebServiceError(DriverError):

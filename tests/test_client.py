@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import pytest
 from forking import in_forked_child
+from thrift.Thrift import TApplicationException
 from waiting import wait_until
 
 from nebula_sync import (
@@ -24,6 +25,7 @@ from nebula_sync import (
     SessionConfig,
     SessionPoolConfig,
 )
+from nebula_sync._thrift import wire
 from nebula_sync.errors import (
     AuthenticationError,
     ClientClosed,
@@ -33,11 +35,13 @@ from nebula_sync.errors import (
     NoHostAvailable,
     OutcomeUnknown,
     PoolTimeout,
+    ProtocolError,
     RequestTimeout,
     SemanticError,
     StatementSyntaxError,
+    UnreadableReply,
 )
-from nebula_sync.testing import FakeGraphd
+from nebula_sync.testing import FakeGraphd, ReplyContext
 
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = ROOT.parent / "shared" / "seeds" / "000_c77fbd4991a44660.txt"
@@ -496,6 +500,55 @@ def test_idempotent_statement_is_retried_after_a_drop(fake_graphd: FakeGraphd) -
         with pytest.raises(OutcomeUnknown):
             client.execute("RETURN 'always'", idempotent=True)
         assert [e.statement for e in fake_graphd.statement_log()].count("RETURN 'always'") == 2
+
+
+def _malformed(ctx: ReplyContext) -> bytes:
+    return ctx.frame(ctx.message()[:-5])  # the reply struct cut short
+
+
+def _exception(ctx: ReplyContext) -> bytes:
+    kaput = TApplicationException(TApplicationException.INTERNAL_ERROR, "kaput")
+    return ctx.reply(kaput, mtype=wire.EXCEPTION)  # a Thrift exception instead of a result
+
+
+@pytest.mark.parametrize("garble", [_malformed, _exception], ids=["malformed", "exception"])
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast-path", "general-path"])
+def test_an_unreadable_reply_leaves_the_outcome_unknown_and_is_retried_only_when_idempotent(
+    fake_graphd: FakeGraphd, garble: Callable[[ReplyContext], bytes], fast_path: bool
+) -> None:
+    # graphd ran the statement, and its reply cannot be read: as with a lost reply, the statement
+    # may have run (design.md §3), so only an idempotent one is sent again, also in a session block
+    cfg = ConnectionConfig(connect_timeout=2.0, request_timeout=10.0, ping_before_execute=not fast_path)
+    with make_client(fake_graphd, size=1, conn_config=cfg) as client:
+        client.execute("RETURN 0")  # the session exists and kept its connection: the fast path applies
+        fake_graphd.script("RETURN 'x' AS v", raw=garble, times=1)
+        with pytest.raises(UnreadableReply) as info:
+            client.execute("RETURN 'x' AS v")
+        assert isinstance(info.value, ProtocolError) and isinstance(info.value, OutcomeUnknown)
+        assert not info.value.is_retryable() and "may have run" in str(info.value)
+        fake_graphd.script("RETURN 'y' AS v", raw=garble, times=1)
+        assert client.execute("RETURN 'y' AS v", idempotent=True).rows() == [("y",)]
+        with client.session() as session:
+            fake_graphd.script("RETURN 'z' AS v", raw=garble, times=1)
+            assert session.execute("RETURN 'z' AS v", idempotent=True).rows() == [("z",)]
+    ran = [e.statement for e in fake_graphd.statement_log()]
+    assert [ran.count(f"RETURN '{v}' AS v") for v in "xyz"] == [1, 2, 2]
+    assert fake_graphd.stats().max_concurrent_statements_per_session == 1
+
+
+@pytest.mark.parametrize("step", ["authenticate", "USE test"])
+def test_an_unreadable_reply_while_setting_up_a_session_is_retried_the_statement_was_not_sent(
+    fake_graphd: FakeGraphd, step: str
+) -> None:
+    # the statement itself was never sent: as after a lost set-up reply, the call goes on with
+    # another session (not idempotent, and still run exactly once)
+    if step == "authenticate":
+        fake_graphd.script(method="authenticate", raw=_malformed, times=1)
+    else:
+        fake_graphd.script(step, raw=_exception, times=1)
+    with make_client(fake_graphd, size=1, session_config=SessionConfig(space="test")) as client:
+        assert client.execute("RETURN 'once' AS v").rows() == [("once",)]
+    assert [e.statement for e in fake_graphd.statement_log()].count("RETURN 'once' AS v") == 1
 
 
 def test_elapsed_time_and_last_use_come_from_the_reply(
