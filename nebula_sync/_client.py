@@ -51,6 +51,7 @@ from nebula_sync.errors import (
     NoHostAvailable,
     OutcomeUnknown,
     ProtocolError,
+    ReplyTooLarge,
     ServerError,
     UnreadableReply,
     error_code_name,
@@ -894,7 +895,7 @@ class NebulaClient:
                     resp, session = self._settle(lease, conn, session, resp, resp.error_code, prepared,
                                                  req_timeout, overall, False, restore_space=True)  # fmt: skip
             except ProtocolError as error:  # as in _attempt: a sent statement's outcome is unknown
-                if not sent:
+                if not sent or isinstance(error, ReplyTooLarge):
                     raise
                 raise _unreadable(error) from error
             finally:
@@ -1009,6 +1010,8 @@ class NebulaClient:
                     raise  # the statement was not sent (or not whole): the session is fine
                 except ProtocolError as exc:  # sent, and the reply could not be read
                     self._retire(lease, conn)
+                    if isinstance(exc, ReplyTooLarge):
+                        raise  # it ran, and would answer as much again: never retried
                     raise _unreadable(exc) from exc
                 except BaseException:
                     # sent, and no usable reply (none, too big, malformed, Ctrl-C while waiting):
@@ -1157,8 +1160,10 @@ class NebulaClient:
                 code = int(doc["errors"][0]["code"])
                 results = doc.get("results") or [{}]
                 space = results[0].get("spaceName")
-            except (ValueError, KeyError, IndexError, TypeError) as exc:
-                raise ProtocolError(f"graphd returned malformed JSON: {exc}", host=conn.host) from exc
+            except (ValueError, KeyError, IndexError, TypeError, AttributeError, OverflowError,
+                    RecursionError) as exc:  # fmt: skip
+                # (a list where a map belongs, an infinite code, nesting deeper than Python's stack)
+                raise ProtocolError(f"graphd returned malformed JSON: {exc!r}", host=conn.host) from exc
             if space is not None:
                 session.space = str(space)
                 session.space_raw = session.space.encode("utf-8")

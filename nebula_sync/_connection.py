@@ -31,6 +31,7 @@ from nebula_sync.errors import (
     IncompatibleServer,
     OutcomeUnknown,
     ProtocolError,
+    ReplyTooLarge,
     RequestTimeout,
 )
 
@@ -262,8 +263,8 @@ class Connection:
                 self._nonblocking = True
         try:
             self._handshake(connect_deadline)
-        except (OutcomeUnknown, ConnectionFailed) as exc:
-            # Nothing but the handshake was sent: treat a silent server as unreachable.
+        except (OutcomeUnknown, ConnectionFailed, ProtocolError) as exc:
+            # Nothing but the handshake was sent: treat a silent (or garbling) server as unreachable.
             self.close()
             hint = ""
             if cfg.tls is not None:
@@ -687,7 +688,7 @@ class Connection:
                 data += more
             (length,) = _unpack_len(data, 0)
             if length > self._limits.max_frame_size:
-                raise ProtocolError(
+                raise ReplyTooLarge(
                     f"reply frame of {length} bytes from {self.host} exceeds max_frame_size "
                     f"({self._limits.max_frame_size})",
                     host=self.host,

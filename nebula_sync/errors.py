@@ -21,6 +21,7 @@
           ├── PoolTimeout             no session became free within ``wait_timeout``
           ├── ClientClosed            the client (or pool) was closed
           ├── ProtocolError           the server sent something that is not a valid reply
+          │    └── ReplyTooLarge      ... or one beyond the configured size limits
           ├── WebServiceError         graphd's HTTP web service failed or answered an error
           └── OutcomeUnknown          the request was sent but no reply arrived: it may have run
                ├── RequestTimeout     ... because ``request_timeout`` passed
@@ -52,6 +53,7 @@ __all__ = [
     "PermissionDenied",
     "PoolTimeout",
     "ProtocolError",
+    "ReplyTooLarge",
     "RequestTimeout",
     "SemanticError",
     "ServerError",
@@ -275,6 +277,13 @@ class ProtocolError(DriverError):
     """The server sent bytes that are not a valid reply; the connection was discarded."""
 
 
+class ReplyTooLarge(ProtocolError):
+    """A reply went beyond one of :class:`~nebula_sync.ConnectionConfig`'s limits
+    (``max_frame_size``, ``max_string_length``, ``max_container_length``). graphd ran the statement
+    and answered; the answer would be as large again, so the client never retries it. The
+    connection was discarded."""
+
+
 class OutcomeUnknown(DriverError):
     """The request was written but no complete reply came back: the statement may have run.
 
@@ -290,8 +299,9 @@ class RequestTimeout(OutcomeUnknown):
 class UnreadableReply(ProtocolError, OutcomeUnknown):
     """graphd's reply to a statement that was sent could not be read (malformed bytes, or a Thrift
     exception instead of a result): the statement may have run. Both a :class:`ProtocolError` and
-    an :class:`OutcomeUnknown`, so ``idempotent=True`` lets the client retry it. The connection
-    was discarded."""
+    an :class:`OutcomeUnknown`, so ``idempotent=True`` lets the client retry it. The session was
+    retired; the connection was discarded unless the reply itself arrived whole (an
+    ``execute_json`` document that is not valid JSON)."""
 
 
 class WebServiceError(DriverError):

@@ -25,7 +25,7 @@ from nebula_sync import (
     SessionConfig,
     SessionPoolConfig,
 )
-from nebula_sync._thrift import wire
+from nebula_sync._thrift import service, wire
 from nebula_sync.errors import (
     AuthenticationError,
     ClientClosed,
@@ -36,6 +36,7 @@ from nebula_sync.errors import (
     OutcomeUnknown,
     PoolTimeout,
     ProtocolError,
+    ReplyTooLarge,
     RequestTimeout,
     SemanticError,
     StatementSyntaxError,
@@ -536,6 +537,46 @@ def test_an_unreadable_reply_leaves_the_outcome_unknown_and_is_retried_only_when
     assert fake_graphd.stats().max_concurrent_statements_per_session == 1
 
 
+@pytest.mark.parametrize("limit", ["max_frame_size", "max_string_length"])
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast-path", "general-path"])
+def test_a_reply_beyond_the_limits_is_never_retried(
+    fake_graphd_factory: Callable[..., FakeGraphd], limit: str, fast_path: bool
+) -> None:
+    # graphd ran it and answered; the answer would be as large on every host: ReplyTooLarge, a
+    # ProtocolError but not an unknown outcome, so even an idempotent statement runs once
+    servers = [fake_graphd_factory() for _ in range(3)]
+    for server in servers:
+        server.script("FETCH big", columns=["v"], rows=[["x" * 5000]])
+    cfg = ConnectionConfig(connect_timeout=2.0, request_timeout=10.0, ping_before_execute=not fast_path,
+                           **{limit: 2048})  # fmt: skip
+    with make_client(*servers, size=1, conn_config=cfg) as client:
+        client.execute("RETURN 0")
+        with pytest.raises(ReplyTooLarge, match=limit) as info:
+            client.execute("FETCH big", idempotent=True)
+        assert not isinstance(info.value, OutcomeUnknown)
+        with client.session() as session, pytest.raises(ReplyTooLarge):
+            session.execute("FETCH big", idempotent=True)
+    ran = [e.statement for s in servers for e in s.statement_log()]
+    assert ran.count("FETCH big") == 2
+
+
+@pytest.mark.parametrize(
+    "doc", [b"{oops", b"[1]", b'{"errors": [{"code": 1e999}]}', b'{"errors": [{"code": 0}], "results": [1]}',
+            b"[" * 100_000],
+    ids=["not-json", "a-list", "infinite-code", "results-of-numbers", "too-deep"],
+)
+def test_an_unreadable_json_document_is_an_unreadable_reply(fake_graphd: FakeGraphd, doc: bytes) -> None:
+    # never AttributeError, OverflowError or RecursionError out of execute_json()
+    def reply(ctx: ReplyContext) -> bytes:
+        return ctx.reply(service.ExecuteJsonResult(success=doc))
+
+    with make_client(fake_graphd, size=1) as client:
+        fake_graphd.script("RETURN 8", method="executeJsonWithParameter", raw=reply, times=1)
+        with pytest.raises(UnreadableReply, match="malformed JSON"):
+            client.execute_json("RETURN 8")
+        assert client.execute_json("RETURN 9")["errors"][0]["code"] == 0  # and the client goes on
+
+
 @pytest.mark.parametrize("step", ["authenticate", "USE test"])
 def test_an_unreadable_reply_while_setting_up_a_session_is_retried_the_statement_was_not_sent(
     fake_graphd: FakeGraphd, step: str
@@ -549,6 +590,32 @@ def test_an_unreadable_reply_while_setting_up_a_session_is_retried_the_statement
     with make_client(fake_graphd, size=1, session_config=SessionConfig(space="test")) as client:
         assert client.execute("RETURN 'once' AS v").rows() == [("once",)]
     assert [e.statement for e in fake_graphd.statement_log()].count("RETURN 'once' AS v") == 1
+
+
+def test_an_unreadable_version_handshake_is_a_connect_failure_nothing_was_sent(
+    fake_graphd_factory: Callable[..., FakeGraphd],
+) -> None:
+    # a new connection's handshake reply is garbled (a broken middlebox, say): as with a silent
+    # graphd, the host is backed off and the call goes to another one; alone, it says "not sent"
+    first, second = fake_graphd_factory(), fake_graphd_factory()
+    with make_client(first, size=1) as client:
+        client.execute("RETURN 1")
+        first.drop_connections()
+        first.script(method="verifyClientVersion", raw=_malformed, times=1)
+        with pytest.raises(ConnectionFailed, match="version handshake") as info:
+            client.execute("RETURN 'alone' AS v")
+        assert info.value.is_retryable()
+    with make_client(first, second, size=1) as client:
+        client.execute("RETURN 1")
+        client.execute("RETURN 1")  # a session on each host
+        first.drop_connections()
+        rule = first.script(method="verifyClientVersion", raw=_malformed, times=1)
+        # round robin: within two statements one goes to `first`, fails to connect, goes on elsewhere
+        assert [client.execute(f"RETURN {i} AS v").rows() for i in (2, 3)] == [[(2,)], [(3,)]]
+        assert rule.hits == 1
+    ran = [e.statement for s in (first, second) for e in s.statement_log()]
+    assert ran.count("RETURN 'alone' AS v") == 0
+    assert (ran.count("RETURN 2 AS v"), ran.count("RETURN 3 AS v")) == (1, 1)
 
 
 def test_elapsed_time_and_last_use_come_from_the_reply(

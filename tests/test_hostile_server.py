@@ -121,22 +121,29 @@ def test_handshake_rejection_raises_incompatible_server(serve: Any, conns: list[
     assert_discarded(conns[0], server)
 
 
-def test_handshake_other_error_is_protocol_error(serve: Any, conns: list[Connection]) -> None:
+# A handshake reply that is not an answer open() can use (another error code, the wrong sequence
+# id): nothing but the handshake was sent, so the host is treated as unreachable (ConnectionFailed,
+# which the client backs off and tries elsewhere), with the protocol error as the cause.
+
+
+def test_handshake_other_error_is_a_connect_failure(serve: Any, conns: list[Connection]) -> None:
     server = serve([Handshake(lambda r: verify_rejected(r, code=-1, msg=b"odd")), ExpectEof()])
-    with pytest.raises(ProtocolError, match="odd"):
+    with pytest.raises(ConnectionFailed, match="version handshake .* failed: .*odd") as info:
         connect(server, conns)
+    assert isinstance(info.value.__cause__, ProtocolError)
     assert_discarded(conns[0], server)
 
 
-def test_handshake_wrong_seqid_is_protocol_error(serve: Any, conns: list[Connection]) -> None:
+def test_handshake_wrong_seqid_is_a_connect_failure(serve: Any, conns: list[Connection]) -> None:
     wrong = lambda r: reply_frame(  # noqa: E731
         r,
         service.VerifyClientVersionResult(success=ttypes.VerifyClientVersionResp(error_code=0)),
         seqid=r.seqid + 1,
     )
     server = serve([Handshake(wrong), ExpectEof()])
-    with pytest.raises(ProtocolError, match="sequence id"):
+    with pytest.raises(ConnectionFailed, match="version handshake .* failed: .*sequence id") as info:
         connect(server, conns)
+    assert isinstance(info.value.__cause__, ProtocolError)
     assert_discarded(conns[0], server)
 
 

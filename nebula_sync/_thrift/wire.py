@@ -21,7 +21,7 @@ from thrift.protocol.TProtocol import TProtocolException
 from thrift.Thrift import TApplicationException, TType
 from thrift.transport.TTransport import TTransportException
 
-from nebula_sync.errors import ProtocolError
+from nebula_sync.errors import ProtocolError, ReplyTooLarge
 
 try:
     from thrift.protocol import fastbinary as _fastbinary
@@ -249,6 +249,16 @@ class Reader:
             raise
         except (EOFError, TProtocolException, TTransportException, OverflowError, ValueError,
                 TypeError, KeyError, UnicodeDecodeError, MemoryError, RecursionError) as exc:  # fmt: skip
+            # a string or container beyond the limits: the C decoder says "size exceeded specified
+            # limit", the pure-Python one SIZE_LIMIT
+            size_limit = TProtocolException.SIZE_LIMIT
+            if ((isinstance(exc, OverflowError) and "exceeded specified limit" in str(exc))
+                    or (isinstance(exc, TProtocolException) and exc.type == size_limit)):  # fmt: skip
+                raise ReplyTooLarge(
+                    f"the reply holds a string or container beyond max_string_length "
+                    f"({self.limits.max_string_length}) or max_container_length "
+                    f"({self.limits.max_container_length}): {exc}"
+                ) from exc
             raise ProtocolError(f"could not decode the reply: {type(exc).__name__}: {exc}") from exc
         finally:
             _reinit(stream, b"")  # drop the reply
