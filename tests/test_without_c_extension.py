@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import struct
 import subprocess
 import sys
 import textwrap
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 
 from nebula_sync._thrift import fast, service, ttypes, wire
-from nebula_sync.errors import ProtocolError
+from nebula_sync.errors import ProtocolError, ReplyTooLarge
 from nebula_sync.testing import FakeGraphd
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,6 +84,51 @@ def test_client_runs_statements_without_the_c_extension(fake_graphd: FakeGraphd)
     with NebulaClient(fake_graphd.address, "root", "x") as client:
         rs = client.execute("RETURN $x + 1 AS y, [1, 'a'] AS l, {k: 2.5} AS m", {"x": 41})
         assert rs.rows() == [(42, [1, "a"], {"k": 2.5})]
+
+
+def _one_value_reply(value: ttypes.Value) -> bytes:
+    data = ttypes.DataSet(column_names=[b"v"], rows=[ttypes.Row(values=[value])])
+    return _reply(ttypes.ExecutionResponse(error_code=0, data=data))
+
+
+_SMALL_STRINGS = wire.Limits(max_string_length=16)
+_SMALL_CONTAINERS = wire.Limits(max_container_length=16)
+_BEYOND = {
+    "string": (V(sVal=b"x" * 100), _SMALL_STRINGS),
+    "list": (V(lVal=ttypes.NList(values=[V(iVal=i) for i in range(40)])), _SMALL_CONTAINERS),
+    "set": (V(uVal=ttypes.NSet(values={V(iVal=i) for i in range(40)})), _SMALL_CONTAINERS),
+    # the C decoder reports this one as a type error, like a malformed map
+    "map": (V(mVal=ttypes.NMap(kvs={b"k%d" % i: V(iVal=i) for i in range(40)})), _SMALL_CONTAINERS),
+}
+
+
+@pytest.mark.parametrize("decoder", ["C", "pure Python"])
+@pytest.mark.parametrize("kind", list(_BEYOND))
+def test_a_string_or_container_beyond_the_limits_is_reply_too_large(
+    monkeypatch: pytest.MonkeyPatch, decoder: str, kind: str
+) -> None:
+    # ReplyTooLarge is never retried (graphd would answer as much again), unlike a garbled reply
+    value, limits = _BEYOND[kind]
+    body = _one_value_reply(value)
+    if decoder == "pure Python":
+        monkeypatch.setattr(wire, "_fastbinary", None)
+    with pytest.raises(ReplyTooLarge):
+        fast.decode_execute_reply(body, 0, limits)
+
+
+@pytest.mark.parametrize("decoder", ["C", "pure Python"])
+def test_a_corrupted_length_field_is_garbage_not_a_reply_too_large(
+    monkeypatch: pytest.MonkeyPatch, decoder: str
+) -> None:
+    # a 77-byte string whose length field claims 2**31 - 1 bytes the reply does not hold
+    body = _one_value_reply(V(sVal=b"y" * 77))
+    at = body.index(struct.pack("!i", 77))
+    body = body[:at] + struct.pack("!i", 2**31 - 1) + body[at + 4 :]
+    if decoder == "pure Python":
+        monkeypatch.setattr(wire, "_fastbinary", None)
+    with pytest.raises(ProtocolError) as info:
+        fast.decode_execute_reply(body, 0)
+    assert not isinstance(info.value, ReplyTooLarge), repr(info.value)
 
 
 def test_missing_c_extension_warns_once_at_import() -> None:

@@ -249,11 +249,7 @@ class Reader:
             raise
         except (EOFError, TProtocolException, TTransportException, OverflowError, ValueError,
                 TypeError, KeyError, UnicodeDecodeError, MemoryError, RecursionError) as exc:  # fmt: skip
-            # a string or container beyond the limits: the C decoder says "size exceeded specified
-            # limit", the pure-Python one SIZE_LIMIT
-            size_limit = TProtocolException.SIZE_LIMIT
-            if ((isinstance(exc, OverflowError) and "exceeded specified limit" in str(exc))
-                    or (isinstance(exc, TProtocolException) and exc.type == size_limit)):  # fmt: skip
+            if self._over_limit(exc, buf, pos, spec):
                 raise ReplyTooLarge(
                     f"the reply holds a string or container beyond max_string_length "
                     f"({self.limits.max_string_length}) or max_container_length "
@@ -262,6 +258,31 @@ class Reader:
             raise ProtocolError(f"could not decode the reply: {type(exc).__name__}: {exc}") from exc
         finally:
             _reinit(stream, b"")  # drop the reply
+
+
+    def _over_limit(self, exc: BaseException, buf: bytes | bytearray, pos: int, spec: list[Any]) -> bool:
+        """Whether a decode failed on a string or container beyond the limits (not on garbage)."""
+        if isinstance(exc, OverflowError):  # the C decoder, on strings, lists and sets
+            hit = "exceeded specified limit" in str(exc)
+        elif isinstance(exc, (TProtocolException, TTransportException)):  # the pure-Python one
+            hit = exc.type == type(exc).SIZE_LIMIT
+        elif isinstance(exc, TypeError) and "wrong ttype" in str(exc) and _fastbinary is not None:
+            # the C decoder reports a map beyond the limit as a type error, as it does a map that is
+            # malformed: the pure-Python decoder tells the two apart (only ever on a failed decode)
+            stream = io.BytesIO(buf)
+            stream.seek(pos)
+            try:
+                _slow_decode(stream, spec, self.limits)
+            except (TProtocolException, TTransportException) as slow:
+                return self._over_limit(slow, buf, pos, spec)
+            except Exception:
+                return False
+            return False
+        else:
+            return False
+        # A corrupted length field reads as "too large" too; a string or container really beyond a
+        # limit is in the reply (each element takes a byte at least), so the reply is longer.
+        return hit and len(buf) - pos > min(self.limits.max_string_length, self.limits.max_container_length)
 
 
 def decode_struct(buf: bytes | bytearray, pos: int, spec: list[Any], limits: Limits = DEFAULT_LIMITS) -> Any:
