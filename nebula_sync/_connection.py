@@ -267,9 +267,10 @@ class Connection:
             # Nothing but the handshake was sent: treat a silent (or garbling) server as unreachable.
             self.close()
             hint = ""
-            if cfg.tls is not None:
+            if cfg.tls is not None and not isinstance(exc, ProtocolError):
                 # With TLS 1.3 a server that rejects the client certificate says so only after
-                # the handshake "succeeded", so the first request is what fails.
+                # the handshake "succeeded", so the first request is what fails (a reply that came
+                # but cannot be read is something else).
                 hint = " (TLS: did graphd reject the connection, e.g. require a client certificate?)"
             raise ConnectionFailed(
                 f"version handshake with {self.host} failed{hint}: {exc.message}", host=self.host

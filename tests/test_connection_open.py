@@ -279,6 +279,19 @@ def test_tls_open_whose_connect_used_up_the_time_does_not_start_the_handshake(
     assert tls_graphd.stats().handshakes == 0
 
 
+def test_a_garbled_handshake_over_tls_is_not_blamed_on_a_client_certificate(
+    tls_graphd: FakeGraphd, pki: Pki
+) -> None:
+    # the reply came and cannot be read: not the "server rejected the TLS session" case
+    tls_graphd.script(method="verifyClientVersion", raw=lambda ctx: ctx.frame(ctx.message()[:-5]), times=1)
+    cfg = ConnectionConfig(tls=pki.tls(), connect_timeout=TIMEOUT)
+    conn = Connection(HostAddress(*address_of(tls_graphd)), cfg)
+    with pytest.raises(ConnectionFailed, match="version handshake") as info:
+        conn.open()
+    assert "certificate" not in str(info.value), str(info.value)
+    assert not conn.is_usable
+
+
 def test_a_name_the_resolver_cannot_encode_is_connection_failed(resolve: Resolver) -> None:
     with pytest.raises(UnicodeError) as encoding:
         ("a" * 64 + ".example").encode("idna")  # what getaddrinfo raises for such a name
