@@ -139,11 +139,15 @@ def _first_unknown(exc: NebulaError, unknown: OutcomeUnknown | None) -> NebulaEr
     return exc if unknown is None or isinstance(exc, ServerError) else unknown
 
 
-def _unreadable(exc: ProtocolError) -> UnreadableReply:
-    """The unknown outcome a reply that could not be read leaves a statement that was sent in."""
-    if isinstance(exc, UnreadableReply):
+def _unreadable(exc: ProtocolError) -> ProtocolError:
+    """What a statement that was sent ends with when its reply could not be read: the unknown
+    outcome (``UnreadableReply``, caused by ``exc``), except that a ``ReplyTooLarge`` stays as it
+    is (graphd ran it and would answer as much again: never retried)."""
+    if isinstance(exc, (UnreadableReply, ReplyTooLarge)):
         return exc
-    return UnreadableReply(f"{exc.message}; the statement was sent and may have run", host=exc.host)
+    error = UnreadableReply(f"{exc.message}; the statement was sent and may have run", host=exc.host)
+    error.__cause__ = exc
+    return error
 
 
 def _left(deadline: float | None) -> bool:
@@ -895,9 +899,9 @@ class NebulaClient:
                     resp, session = self._settle(lease, conn, session, resp, resp.error_code, prepared,
                                                  req_timeout, overall, False, restore_space=True)  # fmt: skip
             except ProtocolError as error:  # as in _attempt: a sent statement's outcome is unknown
-                if not sent or isinstance(error, ReplyTooLarge):
+                if not sent:
                     raise
-                raise _unreadable(error) from error
+                raise _unreadable(error)  # noqa: B904  (_unreadable chains error as the cause)
             finally:
                 self._checkin(lease, conn)
         except (ConnectionFailed, OutcomeUnknown) as error:
@@ -1010,9 +1014,7 @@ class NebulaClient:
                     raise  # the statement was not sent (or not whole): the session is fine
                 except ProtocolError as exc:  # sent, and the reply could not be read
                     self._retire(lease, conn)
-                    if isinstance(exc, ReplyTooLarge):
-                        raise  # it ran, and would answer as much again: never retried
-                    raise _unreadable(exc) from exc
+                    raise _unreadable(exc)  # noqa: B904  (_unreadable chains exc as the cause)
                 except BaseException:
                     # sent, and no usable reply (none, too big, malformed, Ctrl-C while waiting):
                     # graphd may still be running it

@@ -480,11 +480,11 @@ class Connection:
                     data = self._recv(sock, _RECV_SIZE, deadline)
             else:
                 # the send may have taken part of the time: the receive gets only what is left
+                # (setting it is nearly always a no-op: the timeout set above, within 5 ms)
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise socket.timeout("timed out")
-                self._settimeout(sock, left)  # nearly always a no-op (the timeout set above, within 5 ms)
-                data = sock.recv(_RECV_SIZE)
+                data = self._recv(sock, _RECV_SIZE, deadline, left)
             size = len(data)
             if (size >= _EXEC_REPLY_AT and size - 4 == _unpack_len(data, 0)[0] <= self._limits.max_frame_size
                     and data[4:_EXEC_REPLY_AT] == expected):  # fmt: skip

@@ -259,7 +259,6 @@ class Reader:
         finally:
             _reinit(stream, b"")  # drop the reply
 
-
     def _over_limit(self, exc: BaseException, buf: bytes | bytearray, pos: int, spec: list[Any]) -> bool:
         """Whether a decode failed on a string or container beyond the limits (not on garbage)."""
         if isinstance(exc, OverflowError):  # the C decoder, on strings, lists and sets
@@ -275,8 +274,8 @@ class Reader:
                 _slow_decode(stream, spec, self.limits)
             except (TProtocolException, TTransportException) as slow:
                 return self._over_limit(slow, buf, pos, spec)
-            except Exception:
-                return False
+            except Exception:  # malformed after all: garbage, not a limit
+                pass
             return False
         else:
             return False
